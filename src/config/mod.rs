@@ -1,0 +1,730 @@
+//! `tessera.yaml`: parsed (`raw`), then validated into the types below.
+//!
+//! Runs once at start-up and in `tessera check-config`; nothing here is on the request path.
+//! Every problem is reported with the key, the value and what to do, and all problems are
+//! reported at once. Relative paths are relative to the working directory Tessera is started
+//! from (the README's commands run from the repository root).
+
+pub mod raw;
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+
+use crate::tls::CertSource;
+use raw::{RawAnomaly, RawConfig, RawStore, RawTenant};
+
+/// One problem found in a config file.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// Dotted key, e.g. `tenants[1].cert`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// YAML syntax, a wrong type or an unknown key.
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    /// One or more values are invalid.
+    #[error("{path}: {} problem(s):\n{}", .problems.len(), ProblemList(.problems))]
+    Invalid { path: String, problems: Vec<Problem> },
+}
+
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in self.0 {
+            writeln!(f, "  - {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listen: Listen,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub tls: TlsConf,
+    pub upstream: UpstreamTimeouts,
+    pub store: StoreConf,
+    pub keys: KeysConf,
+    pub admin_tokens: Vec<AdminToken>,
+    pub session_log: SessionLogConf,
+    pub metrics: MetricsConf,
+    pub tenants: Vec<TenantConf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub https: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+#[derive(Debug)]
+pub struct TlsConf {
+    pub default_cert: Option<CertSource>,
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConf {
+    Embedded { path: PathBuf },
+    Redis(RedisConf),
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConf {
+    /// Connection URL; `redis://`, `rediss://` (TLS), `redis+sentinel://`, or a comma-separated
+    /// list of cluster nodes prefixed by `redis+cluster://`.
+    pub url: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// Key prefix; fragments live at `<prefix>frag:<tenant>:<id>`.
+    pub prefix: String,
+    pub cache_enabled: bool,
+    pub cache_capacity: usize,
+    pub cache_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeysConf {
+    File(PathBuf),
+    Env(String),
+}
+
+/// What an admin token may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Operator,
+    Tenant(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionLogConf {
+    pub enabled: bool,
+    pub stdout: bool,
+    pub file: Option<PathBuf>,
+    pub file_max_bytes: u64,
+    pub file_keep: usize,
+    pub redis_stream: bool,
+    pub stream_maxlen: usize,
+    pub stream_max_age: Duration,
+    pub channel_capacity: usize,
+    pub memory_per_tenant: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConf {
+    pub tenant_label_cap: usize,
+}
+
+/// What happens when a token trips an anomaly detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnomalyAction {
+    /// Count it and mark the session record.
+    Alert,
+    /// Also quarantine the token until an admin clears it.
+    Block,
+}
+
+#[derive(Debug, Clone)]
+pub struct AnomalyConf {
+    pub enabled: bool,
+    pub action: AnomalyAction,
+    pub z_threshold: f64,
+    /// Length of one rate/bytes window.
+    pub window: Duration,
+    pub min_history: u64,
+    pub rate_floor: f64,
+    pub bytes_floor: f64,
+    pub auth_failure_burst: u64,
+    pub scan_distinct_404: u64,
+    pub off_hours_min_history: u64,
+    pub max_tracked_tokens: usize,
+    pub ip_prefix_v4: u8,
+    pub ip_prefix_v6: u8,
+}
+
+impl Default for AnomalyConf {
+    fn default() -> Self {
+        AnomalyConf {
+            enabled: true,
+            action: AnomalyAction::Alert,
+            z_threshold: 6.0,
+            window: Duration::from_secs(1),
+            min_history: 30,
+            rate_floor: 20.0,
+            bytes_floor: 1_048_576.0,
+            auth_failure_burst: 20,
+            scan_distinct_404: 30,
+            off_hours_min_history: 200,
+            max_tracked_tokens: 100_000,
+            ip_prefix_v4: 24,
+            ip_prefix_v6: 48,
+        }
+    }
+}
+
+/// How a tenant's requests authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Clients present Part A; Tessera sends the reconstructed token (default).
+    SplitToken,
+    /// No token handling: route and inject headers only, the client's `Authorization` is
+    /// removed. For benchmarking and for upstreams without credentials.
+    None,
+}
+
+/// A hostname a tenant answers on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.acme.example` is stored as `acme.example` and matches exactly one more label.
+    Wildcard(String),
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(h) => write!(f, "*.{h}"),
+        }
+    }
+}
+
+/// Where a tenant's requests go.
+#[derive(Debug, Clone)]
+pub struct UpstreamConf {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// `host[:port]` as the upstream expects in `Host`.
+    pub authority: String,
+    pub addr: SocketAddr,
+    pub url: String,
+}
+
+#[derive(Debug)]
+pub struct TenantConf {
+    pub id: Arc<str>,
+    pub hostnames: Vec<HostPattern>,
+    pub cert: CertSource,
+    pub upstream: UpstreamConf,
+    pub upstream_ca: Option<Vec<Vec<u8>>>,
+    pub tenant_header: HeaderName,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub auth: AuthMode,
+    pub anomaly: AnomalyConf,
+}
+
+/// Parse `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().ok()?;
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn bad(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.bad(
+                    key,
+                    format!("{value:?} is not an IP:port address; write e.g. \"127.0.0.1:8443\" or \"[::]:8443\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(v) => match parse_duration(v) {
+                Some(d) if !d.is_zero() => d,
+                _ => {
+                    self.bad(key, format!("{v:?} is not a positive duration; write e.g. \"250ms\", \"5s\", \"2m\""));
+                    default
+                }
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file. Certificate files are loaded and checked.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parse and validate YAML text; `path` is used in messages only.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut c = Checker { problems: vec![] };
+        let cfg = validate(raw, path, &mut c);
+        if c.problems.is_empty() {
+            if let Some(cfg) = cfg {
+                return Ok(cfg);
+            }
+        }
+        Err(ConfigError::Invalid {
+            path: path.display().to_string(),
+            problems: c.problems,
+        })
+    }
+}
+
+fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
+    let https = c.addr("listen.https", &raw.listen.https);
+    let listen = Listen {
+        https: https.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        http: raw.listen.http.as_deref().and_then(|v| c.addr("listen.http", v)),
+        metrics: raw.listen.metrics.as_deref().and_then(|v| c.addr("listen.metrics", v)),
+        admin: raw.listen.admin.as_deref().and_then(|v| c.addr("listen.admin", v)),
+    };
+    if let Some(admin) = listen.admin {
+        if !admin.ip().is_loopback() && raw.admin.tokens.is_empty() {
+            c.bad("listen.admin", format!("{admin} is not loopback and admin.tokens is empty; add admin tokens or bind 127.0.0.1"));
+        }
+    }
+    let threads = match raw.threads {
+        Some(0) => {
+            c.bad("threads", "0 worker threads cannot serve anything; use 1 or more (default: number of CPUs)");
+            1
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let grace_period = c.duration("grace_period", raw.grace_period.as_deref(), Duration::from_secs(10));
+
+    let default_cert = raw.tls.default_cert.as_ref().and_then(|p| {
+        match CertSource::load(PathBuf::from(&p.cert), PathBuf::from(&p.key), &[]) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                c.bad("tls.default_cert", e.to_string());
+                None
+            }
+        }
+    });
+    let tls = TlsConf {
+        default_cert,
+        reload_interval: c.duration("tls.reload_interval", raw.tls.reload_interval.as_deref(), Duration::from_secs(5)),
+    };
+    let u = &raw.upstream;
+    let upstream = UpstreamTimeouts {
+        connect: c.duration("upstream.connect_timeout", u.connect_timeout.as_deref(), Duration::from_secs(5)),
+        read: c.duration("upstream.read_timeout", u.read_timeout.as_deref(), Duration::from_secs(60)),
+        write: c.duration("upstream.write_timeout", u.write_timeout.as_deref(), Duration::from_secs(60)),
+        idle: c.duration("upstream.idle_timeout", u.idle_timeout.as_deref(), Duration::from_secs(60)),
+    };
+
+    let store = match raw.store {
+        None => StoreConf::Embedded {
+            path: PathBuf::from("./data/tessera.redb"),
+        },
+        Some(RawStore::Embedded { path }) => StoreConf::Embedded { path: PathBuf::from(path) },
+        Some(RawStore::Redis {
+            url,
+            connect_timeout,
+            response_timeout,
+            prefix,
+            cache,
+            heartbeat_interval,
+            heartbeat_timeout,
+        }) => {
+            let known = ["redis://", "rediss://", "redis+unix://", "unix://", "redis+sentinel://", "rediss+sentinel://", "redis+cluster://", "rediss+cluster://"];
+            if !known.iter().any(|p| url.starts_with(p)) {
+                c.bad("store.url", format!("{url:?} is not a Redis URL; use redis://host:port/db, rediss:// for TLS, redis+sentinel://host:port/master-name or redis+cluster://host1:port,host2:port"));
+            }
+            let prefix = prefix.unwrap_or_else(|| "tessera:".to_string());
+            if prefix.contains(char::is_whitespace) || prefix.contains(['*', '?', '[']) {
+                c.bad("store.prefix", format!("{prefix:?} contains whitespace or glob characters; use e.g. \"tessera:\""));
+            }
+            let cache = cache.unwrap_or(raw::RawCache { enabled: None, capacity: None, ttl: None });
+            StoreConf::Redis(RedisConf {
+                url,
+                connect_timeout: c.duration("store.connect_timeout", connect_timeout.as_deref(), Duration::from_millis(250)),
+                response_timeout: c.duration("store.response_timeout", response_timeout.as_deref(), Duration::from_millis(100)),
+                prefix,
+                cache_enabled: cache.enabled.unwrap_or(true),
+                cache_capacity: cache.capacity.unwrap_or(100_000),
+                cache_ttl: c.duration("store.cache.ttl", cache.ttl.as_deref(), Duration::from_secs(300)),
+                heartbeat_interval: c.duration("store.heartbeat_interval", heartbeat_interval.as_deref(), Duration::from_secs(1)),
+                heartbeat_timeout: c.duration("store.heartbeat_timeout", heartbeat_timeout.as_deref(), Duration::from_millis(500)),
+            })
+        }
+    };
+
+    let keys = match raw.keys {
+        None => KeysConf::File(PathBuf::from("./conf/keyring")),
+        Some(k) => match (k.file, k.env) {
+            (Some(f), None) => KeysConf::File(PathBuf::from(f)),
+            (None, Some(e)) => KeysConf::Env(e),
+            _ => {
+                c.bad("keys", "set exactly one of keys.file (a keyring file) or keys.env (an environment variable holding it)");
+                KeysConf::File(PathBuf::from("./conf/keyring"))
+            }
+        },
+    };
+
+    let tenant_ids: Vec<String> = raw.tenants.iter().map(|t| t.id.clone()).collect();
+    let mut admin_tokens = Vec::new();
+    for (i, t) in raw.admin.tokens.iter().enumerate() {
+        let key = format!("admin.tokens[{i}]");
+        let mut sha = [0u8; 32];
+        if hex::decode_to_slice(&t.sha256, &mut sha).is_err() {
+            c.bad(format!("{key}.sha256"), "not 64 hex characters; compute it with `printf %s \"$TOKEN\" | sha256sum` or `tessera admin-token`");
+            continue;
+        }
+        let scope = if t.scope == "operator" {
+            Scope::Operator
+        } else if let Some(tenant) = t.scope.strip_prefix("tenant:") {
+            if !tenant_ids.iter().any(|id| id == tenant) {
+                c.bad(format!("{key}.scope"), format!("{:?} names tenant {tenant:?}, which is not in tenants:", t.scope));
+            }
+            Scope::Tenant(tenant.to_string())
+        } else {
+            c.bad(format!("{key}.scope"), format!("{:?} is not a scope; use \"operator\" or \"tenant:<id>\"", t.scope));
+            continue;
+        };
+        if admin_tokens.iter().any(|a: &AdminToken| a.name == t.name) {
+            c.bad(format!("{key}.name"), format!("{:?} is used twice; names identify callers in logs", t.name));
+        }
+        admin_tokens.push(AdminToken { name: t.name.clone(), sha256: sha, scope });
+    }
+
+    let s = &raw.session_log;
+    let session_log = SessionLogConf {
+        enabled: s.enabled.unwrap_or(true),
+        stdout: s.stdout.unwrap_or(false),
+        file: s.file.as_ref().map(PathBuf::from),
+        file_max_bytes: s.file_max_bytes.unwrap_or(64 * 1024 * 1024),
+        file_keep: s.file_keep.unwrap_or(5),
+        redis_stream: s.redis_stream.unwrap_or(true),
+        stream_maxlen: s.stream_maxlen.unwrap_or(100_000),
+        stream_max_age: c.duration("session_log.stream_max_age", s.stream_max_age.as_deref(), Duration::from_secs(7 * 86400)),
+        channel_capacity: s.channel_capacity.unwrap_or(65_536).max(1),
+        memory_per_tenant: s.memory_per_tenant.unwrap_or(10_000),
+    };
+    let metrics = MetricsConf {
+        tenant_label_cap: raw.metrics.tenant_label_cap.unwrap_or(1000),
+    };
+
+    let global_anomaly = anomaly_conf(&AnomalyConf::default(), &raw.anomaly, "anomaly", c);
+    let mut tenants = Vec::new();
+    let mut seen_hosts: std::collections::HashMap<HostPattern, String> = Default::default();
+    for (i, t) in raw.tenants.into_iter().enumerate() {
+        if let Some(tc) = tenant(i, t, &global_anomaly, &upstream, c) {
+            for h in &tc.hostnames {
+                if let Some(other) = seen_hosts.insert(h.clone(), tc.id.to_string()) {
+                    c.bad(format!("tenants[{i}].hostnames"), format!("{h} is already served by tenant {other:?}; a hostname belongs to exactly one tenant"));
+                }
+            }
+            if tenants.iter().any(|x: &TenantConf| x.id == tc.id) {
+                c.bad(format!("tenants[{i}].id"), format!("{:?} is used twice; tenant ids must be unique", tc.id));
+            }
+            tenants.push(tc);
+        }
+    }
+    if tenants.is_empty() && c.problems.is_empty() {
+        c.bad("tenants", "no tenants configured; add at least one (see conf/tessera.example.yaml)");
+    }
+
+    https?;
+    Some(Config {
+        path: path.to_path_buf(),
+        listen,
+        threads,
+        grace_period,
+        tls,
+        upstream,
+        store,
+        keys,
+        admin_tokens,
+        session_log,
+        metrics,
+        tenants,
+    })
+}
+
+fn anomaly_conf(base: &AnomalyConf, raw: &RawAnomaly, key: &str, c: &mut Checker) -> AnomalyConf {
+    let mut a = base.clone();
+    if let Some(v) = raw.enabled {
+        a.enabled = v;
+    }
+    match raw.action.as_deref() {
+        None => {}
+        Some("alert") => a.action = AnomalyAction::Alert,
+        Some("block") => a.action = AnomalyAction::Block,
+        Some(other) => c.bad(format!("{key}.action"), format!("{other:?} is not an action; use \"alert\" (count and mark) or \"block\" (also quarantine the token)")),
+    }
+    if let Some(v) = raw.z_threshold {
+        if v.is_finite() && v > 0.0 {
+            a.z_threshold = v;
+        } else {
+            c.bad(format!("{key}.z_threshold"), format!("{v} must be a positive number of standard deviations, e.g. 6"));
+        }
+    }
+    if let Some(w) = &raw.window {
+        a.window = c.duration(&format!("{key}.window"), Some(w), a.window);
+    }
+    macro_rules! take {
+        ($f:ident) => {
+            if let Some(v) = raw.$f {
+                a.$f = v.into();
+            }
+        };
+    }
+    take!(min_history);
+    take!(rate_floor);
+    take!(bytes_floor);
+    take!(auth_failure_burst);
+    take!(scan_distinct_404);
+    take!(off_hours_min_history);
+    take!(max_tracked_tokens);
+    if let Some(p) = raw.ip_prefix_v4 {
+        if p > 32 {
+            c.bad(format!("{key}.ip_prefix_v4"), format!("{p} is longer than an IPv4 address; use 0-32 (default 24)"));
+        } else {
+            a.ip_prefix_v4 = p;
+        }
+    }
+    if let Some(p) = raw.ip_prefix_v6 {
+        if p > 128 {
+            c.bad(format!("{key}.ip_prefix_v6"), format!("{p} is longer than an IPv6 address; use 0-128 (default 48)"));
+        } else {
+            a.ip_prefix_v6 = p;
+        }
+    }
+    a
+}
+
+fn valid_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Validate a hostname pattern; returns it lower-cased.
+pub fn parse_host_pattern(h: &str) -> Result<HostPattern, String> {
+    let lower = h.trim_end_matches('.').to_ascii_lowercase();
+    let (wild, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest.to_string()),
+        None => (false, lower),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("{h:?} is not a DNS hostname; use e.g. \"saas.acme.example\" or \"*.acme.example\" (one wildcard label, leftmost)"));
+    }
+    if wild && !name.contains('.') {
+        return Err(format!("{h:?} wildcards a top-level domain; use a wildcard under a registered domain, e.g. \"*.acme.example\""));
+    }
+    Ok(if wild { HostPattern::Wildcard(name) } else { HostPattern::Exact(name) })
+}
+
+fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| format!("{url:?} is not a URL; write e.g. \"https://api.saas.example\" or \"http://127.0.0.1:8080\""))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("{url:?} must start with http:// or https://")),
+    };
+    let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{url:?} has a path or query; upstream path prefixes are not supported, give scheme://host[:port] only"));
+    }
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let addr = (bare.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{url:?}: cannot resolve {bare}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url:?}: {bare} resolves to no address"))?;
+    let default_port = if tls { 443 } else { 80 };
+    let authority = if port == default_port { host.to_string() } else { format!("{host}:{port}") };
+    Ok(UpstreamConf {
+        tls,
+        host: bare,
+        port,
+        authority,
+        addr,
+        url: url.to_string(),
+    })
+}
+
+fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, _timeouts: &UpstreamTimeouts, c: &mut Checker) -> Option<TenantConf> {
+    let key = format!("tenants[{i}]");
+    let before = c.problems.len();
+    if !valid_tenant_id(&t.id) {
+        c.bad(format!("{key}.id"), format!("{:?} must be 1-64 characters of [a-z0-9_-] (it is used in Redis keys and metric labels)", t.id));
+    }
+    if t.hostnames.is_empty() {
+        c.bad(format!("{key}.hostnames"), "empty; list the vanity hostnames this tenant answers on");
+    }
+    let mut hostnames = Vec::new();
+    for (j, h) in t.hostnames.iter().enumerate() {
+        match parse_host_pattern(h) {
+            Ok(p) => hostnames.push(p),
+            Err(m) => c.bad(format!("{key}.hostnames[{j}]"), m),
+        }
+    }
+    let cert = match CertSource::load(PathBuf::from(&t.cert), PathBuf::from(&t.key), &hostnames) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            c.bad(format!("{key}.cert"), e.to_string());
+            None
+        }
+    };
+    let upstream = match parse_upstream(&t.upstream) {
+        Ok(u) => Some(u),
+        Err(m) => {
+            c.bad(format!("{key}.upstream"), m);
+            None
+        }
+    };
+    let upstream_ca = t.upstream_ca.as_ref().and_then(|p| match crate::tls::load_ca_ders(Path::new(p)) {
+        Ok(v) => Some(v),
+        Err(m) => {
+            c.bad(format!("{key}.upstream_ca"), m);
+            None
+        }
+    });
+    if t.upstream_ca.is_some() && upstream.as_ref().is_some_and(|u| !u.tls) {
+        c.bad(format!("{key}.upstream_ca"), "set, but the upstream is http://; use https:// or drop upstream_ca");
+    }
+    let header_name = t.tenant_header.as_deref().unwrap_or("X-Tenant-Id");
+    let tenant_header = match HeaderName::from_bytes(header_name.as_bytes()) {
+        Ok(h) => h,
+        Err(_) => {
+            c.bad(format!("{key}.tenant_header"), format!("{header_name:?} is not a valid header name"));
+            HeaderName::from_static("x-tenant-id")
+        }
+    };
+    if matches!(tenant_header.as_str(), "authorization" | "host" | "connection" | "content-length" | "transfer-encoding") {
+        c.bad(format!("{key}.tenant_header"), format!("{header_name:?} is reserved; pick a custom name such as X-Tenant-Id"));
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &t.headers {
+        let k = format!("{key}.headers.{name}");
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(n), Ok(v)) => {
+                if matches!(n.as_str(), "authorization" | "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade") {
+                    c.bad(k, format!("{name:?} is managed by Tessera and cannot be set here"));
+                } else {
+                    headers.push((n, v));
+                }
+            }
+            (Err(_), _) => c.bad(k, format!("{name:?} is not a valid header name")),
+            (_, Err(_)) => c.bad(k, format!("{value:?} is not a valid header value (visible ASCII only)")),
+        }
+    }
+    let auth = match t.auth.as_deref() {
+        None | Some("split_token") => AuthMode::SplitToken,
+        Some("none") => AuthMode::None,
+        Some(other) => {
+            c.bad(format!("{key}.auth"), format!("{other:?} is not an auth mode; use \"split_token\" (default) or \"none\""));
+            AuthMode::SplitToken
+        }
+    };
+    let anomaly = match &t.anomaly {
+        Some(a) => anomaly_conf(global, a, &format!("{key}.anomaly"), c),
+        None => global.clone(),
+    };
+    if c.problems.len() > before {
+        return None;
+    }
+    Some(TenantConf {
+        id: Arc::from(t.id.as_str()),
+        hostnames,
+        cert: cert?,
+        upstream: upstream?,
+        upstream_ca,
+        tenant_header,
+        headers,
+        auth,
+        anomaly,
+    })
+}
+
+#[cfg(test)]
+mod tests;

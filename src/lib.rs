@@ -1,0 +1,21 @@
+//! Tessera: a split-token reverse proxy on Pingora.
+//!
+//! Request path (one function per phase in `proxy`):
+//! TLS handshake (`tls`: SNI → cert, tenant captured) → `request_filter` (tenant by SNI and
+//! Host, Part A parsed, Part B fetched from `fragments`, token reconstructed by `token`) →
+//! `upstream_peer` (tenant's prepared peer) → `upstream_request_filter` (credential and tenant
+//! headers set, token wiped) → `logging` (`metrics`, `session_log`, `anomaly`).
+
+pub mod admin;
+pub mod anomaly;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod fragments;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod session_log;
+pub mod tenants;
+pub mod tls;
+pub mod token;

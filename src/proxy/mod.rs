@@ -1,0 +1,343 @@
+//! The `ProxyHttp` implementation: one function per Pingora phase.
+//!
+//! ```text
+//! TLS handshake ─ tls::SniResolver picks the cert; tls::HandshakeHook stores SniInfo{tenant}
+//!      │
+//! request_filter ─ route: tenant from SNI, Host must match (421) ─ no tenant: 404
+//!      │           auth:  Part A parsed offline → quarantine check → Part B from the store
+//!      │                  (503 if unavailable) → token reconstructed into ctx (401 on any failure)
+//! upstream_peer ─ clone of the tenant's prepared HttpPeer
+//!      │
+//! upstream_request_filter ─ hop-by-hop headers dropped, Host/X-Forwarded-*/X-Request-Id set,
+//!      │                    tenant header + extra headers set, credential set (sensitive), then
+//!      │                    the ctx copy is dropped (zeroized)
+//! upstream_response_filter ─ upstream status and time recorded
+//! response_filter ─ X-Request-Id echoed to the client
+//! fail_to_proxy ─ upstream errors → JSON 502/504
+//! logging ─ metrics, anomaly detection, session record (try_send, never awaits)
+//! ```
+
+mod headers;
+mod respond;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::anomaly::Detector;
+use crate::config::AuthMode;
+use crate::fragments::{FragmentStore, StoreError};
+use crate::metrics;
+use crate::session_log::{SessionLogger, SessionRecord};
+use crate::tenants::{Tenant, TenantTable};
+use crate::tls::SniInfo;
+use crate::token::{self, Credential, Keyring, PartA, TokenError, TokenId};
+
+pub use headers::bearer as bearer_value;
+pub use respond::Refusal;
+
+/// Everything the proxy phases share, built once at start-up.
+pub struct Proxy {
+    pub tenants: Arc<TenantTable>,
+    pub store: Arc<dyn FragmentStore>,
+    pub keyring: Arc<ArcSwap<Keyring>>,
+    pub sessions: SessionLogger,
+    pub anomaly: Arc<Detector>,
+}
+
+/// Per-request state. Holds the reconstructed credential only between `request_filter` and
+/// `upstream_request_filter`.
+pub struct Ctx {
+    started: Instant,
+    tenant: Option<usize>,
+    credential: Option<Credential>,
+    token_id: Option<TokenId>,
+    /// Verification outcome label (see `metrics::VERIFY_RESULTS`), if a token was checked.
+    verify: Option<&'static str>,
+    /// Why the request was refused by Tessera itself (for logs).
+    refusal: Option<Refusal>,
+    request_id: Option<HeaderValue>,
+    upstream_started: Option<Instant>,
+    upstream_elapsed: Option<std::time::Duration>,
+    upstream_status: Option<u16>,
+    tls: bool,
+}
+
+impl Ctx {
+    fn tenant<'a>(&self, p: &'a Proxy) -> Option<&'a Tenant> {
+        self.tenant.and_then(|i| p.tenants.get(i))
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Proxy {
+    /// Route the request to a tenant. `Err` carries the refusal to send.
+    fn route(&self, session: &Session, ctx: &mut Ctx) -> Result<usize, Refusal> {
+        let sni: Option<&SniInfo> = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<SniInfo>());
+        ctx.tls = sni.is_some() || session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let req = session.req_header();
+        let host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
+        let Some(host) = host.filter(|h| !h.is_empty()) else {
+            metrics::global().bad_requests.with_label_values(&["no_host"]).inc();
+            return Err(Refusal::NoHost);
+        };
+        let host_tenant = self.tenants.lookup(host);
+        match sni {
+            Some(info) => match info.tenant {
+                Some(t) if host_tenant == Some(t) => Ok(t),
+                Some(_) => {
+                    metrics::global().bad_requests.with_label_values(&["misdirected"]).inc();
+                    Err(Refusal::Misdirected)
+                }
+                None => {
+                    metrics::global().bad_requests.with_label_values(&["unknown_sni"]).inc();
+                    Err(Refusal::NoTenant)
+                }
+            },
+            // Plaintext listener: the Host header decides.
+            None => host_tenant.ok_or_else(|| {
+                metrics::global().bad_requests.with_label_values(&["unknown_host"]).inc();
+                Refusal::NoTenant
+            }),
+        }
+    }
+
+    /// Verify Part A and reconstruct the credential.
+    async fn authenticate(&self, session: &Session, tenant: &Tenant, ctx: &mut Ctx) -> Result<Credential, Refusal> {
+        let auth = session.req_header().headers.get(http::header::AUTHORIZATION);
+        let Some(part_a) = auth.and_then(|v| headers::bearer(v.as_bytes())) else {
+            return Err(Refusal::Token("missing"));
+        };
+        let part_a = PartA::parse(part_a).map_err(|e| Refusal::Token(e.label()))?;
+        ctx.token_id = Some(part_a.id);
+        if part_a.tenant_tag != token::tenant_tag(&tenant.id) {
+            return Err(Refusal::Token(TokenError::WrongTenant.label()));
+        }
+        if self.anomaly.is_quarantined(tenant.index, &part_a.id) {
+            return Err(Refusal::Token("quarantined"));
+        }
+        let record = match self.store.get(&tenant.id, &part_a.id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(Refusal::Token(TokenError::Unknown.label())),
+            Err(StoreError::Unavailable(why)) | Err(StoreError::Embedded { reason: why, .. }) => {
+                log::warn!("tenant={} token_id={} fragment store unavailable: {why}", tenant.id, part_a.id);
+                return Err(Refusal::StoreUnavailable);
+            }
+        };
+        let keyring = self.keyring.load();
+        token::reconstruct(&keyring, &tenant.id, &part_a, &record, unix_now()).map_err(|e| Refusal::Token(e.label()))
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            tenant: None,
+            credential: None,
+            token_id: None,
+            verify: None,
+            refusal: None,
+            request_id: None,
+            upstream_started: None,
+            upstream_elapsed: None,
+            upstream_status: None,
+            tls: false,
+        }
+    }
+
+    /// Runs first for every request. `Ok(true)` = a response was written and the request ends
+    /// here; `Ok(false)` = continue to the upstream with `ctx` filled in.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = Some(headers::request_id(session.req_header()));
+        let outcome = match self.route(session, ctx) {
+            Ok(t) => {
+                ctx.tenant = Some(t);
+                match self.tenants.get(t) {
+                    Some(tenant) if tenant.auth == AuthMode::SplitToken => {
+                        let res = self.authenticate(session, tenant, ctx).await;
+                        let label = match &res {
+                            Ok(_) => "ok",
+                            Err(Refusal::StoreUnavailable) => "store_unavailable",
+                            Err(Refusal::Token(l)) => l,
+                            Err(_) => "malformed",
+                        };
+                        ctx.verify = Some(label);
+                        tenant.metrics.verification(label);
+                        res.map(|c| ctx.credential = Some(c))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Err(r) => Err(r),
+        };
+        match outcome {
+            Ok(()) => Ok(false),
+            Err(refusal) => {
+                ctx.refusal = Some(refusal);
+                respond::refuse(session, refusal, ctx.request_id.as_ref()).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Where to send the request: the tenant's peer, prepared at load time.
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let tenant = ctx
+            .tenant(self)
+            .ok_or_else(|| Error::explain(InternalError, "upstream_peer without a tenant"))?;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(tenant.peer.clone()))
+    }
+
+    /// Rewrite the request for the upstream. The credential leaves `ctx` here; its buffer is
+    /// owned by the header value from now on and wiped when the header map is dropped.
+    async fn upstream_request_filter(&self, session: &mut Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+        let tenant = ctx
+            .tenant(self)
+            .ok_or_else(|| Error::explain(InternalError, "upstream_request_filter without a tenant"))?;
+        headers::strip_hop_by_hop(up);
+        let original_host = session
+            .req_header()
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| up.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
+        up.insert_header(http::header::HOST, tenant.upstream_host.clone())?;
+        if let Some(h) = original_host {
+            up.insert_header("x-forwarded-host", h)?;
+        }
+        up.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        if let Some(ip) = client_ip(session) {
+            headers::append_forwarded_for(up, ip)?;
+        }
+        if let Some(id) = &ctx.request_id {
+            up.insert_header("x-request-id", id.clone())?;
+        }
+        // The tenant header: any client-sent copy is replaced, so a client never picks a tenant.
+        up.insert_header(&tenant.tenant_header, tenant.tenant_value.clone())?;
+        for (n, v) in &tenant.headers {
+            up.insert_header(n, v.clone())?;
+        }
+        up.remove_header(&http::header::AUTHORIZATION);
+        if let Some(cred) = ctx.credential.take() {
+            let (name, value) = headers::credential_header(cred)?;
+            up.insert_header(name, value)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
+        ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.clone())?;
+        }
+        Ok(())
+    }
+
+    /// A fatal proxying error: answer with a JSON error instead of Pingora's bare page.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // A credential still in ctx (error before upstream_request_filter) is wiped here.
+        ctx.credential = None;
+        let code = respond::error_status(e);
+        if code > 0 {
+            let refusal = if code == 504 { Refusal::UpstreamTimeout } else { Refusal::Upstream(code) };
+            if let Some(t) = ctx.tenant(self) {
+                log::warn!("tenant={} upstream={} request failed: {e}", t.id, t.upstream_url);
+            }
+            if respond::refuse(session, refusal, ctx.request_id.as_ref()).await.is_err() {
+                log::debug!("could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Runs once per request, whatever happened. Never awaits I/O.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.credential = None;
+        let Some(tenant) = ctx.tenant(self) else { return };
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let bytes_out = session.body_bytes_sent() as u64;
+        let bytes_in = session.body_bytes_read() as u64;
+        let elapsed = ctx.started.elapsed();
+        let m = &tenant.metrics;
+        m.request(status);
+        m.duration.observe(elapsed.as_secs_f64());
+        m.bytes_sent.inc_by(bytes_out);
+        m.bytes_received.inc_by(bytes_in);
+        if let Some(u) = ctx.upstream_elapsed {
+            m.upstream_duration.observe(u.as_secs_f64());
+        }
+        let req = session.req_header();
+        let ip = client_ip(session);
+        let ua = req.headers.get(http::header::USER_AGENT).map(|v| v.as_bytes());
+        let flags = self.anomaly.observe(&crate::anomaly::Observation {
+            tenant,
+            token_id: ctx.token_id.as_ref(),
+            verify: ctx.verify,
+            ip,
+            user_agent: ua,
+            status,
+            bytes_out,
+            path: req.uri.path(),
+        });
+        if self.sessions.enabled() {
+            self.sessions.log(SessionRecord::new(
+                tenant,
+                ctx.token_id,
+                ip,
+                req,
+                status,
+                ctx.upstream_status,
+                bytes_in,
+                bytes_out,
+                elapsed,
+                ctx.request_id.as_ref(),
+                ctx.verify,
+                ctx.refusal.map(|r| r.label()),
+                flags,
+            ));
+        }
+    }
+}
+
+/// The client's IP address (TCP peer).
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+/// Bytes for an error body.
+pub(crate) fn json_bytes(v: &serde_json::Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}

@@ -1,0 +1,239 @@
+//! `tessera serve`: build every service from a validated `Config` and run Pingora.
+//!
+//! Services: the proxy (HTTPS listener, optional plaintext listener), the admin API, the
+//! metrics endpoint, and background services (certificate/keyring reloader, Redis tracker,
+//! session log writer, anomaly score sweeper).
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::admin::{AdminApp, AdminState};
+use crate::anomaly::{Detector, Sweeper};
+use crate::config::{Config, KeysConf, StoreConf};
+use crate::fragments::redis::RedisStore;
+use crate::fragments::{EmbeddedStore, FragmentStore, StoreError};
+use crate::metrics::{self, MetricsApp};
+use crate::proxy::Proxy;
+use crate::session_log::{self, SessionStore};
+use crate::tenants::{TenantError, TenantTable};
+use crate::tls::{CertStore, HandshakeHook};
+use crate::token::{Keyring, KeyringError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error("TLS listener setup: {0}")]
+    Tls(String),
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+/// Options of `tessera serve` that are not in the config file.
+#[derive(Debug, Default, Clone)]
+pub struct ServeOptions {
+    /// Take over the listening sockets of a running Tessera (zero-downtime upgrade).
+    pub upgrade: bool,
+    /// Unix socket used to hand listeners over during an upgrade.
+    pub upgrade_sock: Option<PathBuf>,
+}
+
+/// Load the keyring named in config.
+pub fn load_keyring(keys: &KeysConf) -> Result<Keyring, KeyringError> {
+    match keys {
+        KeysConf::File(p) => Keyring::load_file(p),
+        KeysConf::Env(v) => Keyring::load_env(v),
+    }
+}
+
+/// A runtime that lives as long as the process, for clients (Redis) whose background tasks
+/// must outlive any one Pingora service runtime.
+fn client_runtime() -> Result<&'static tokio::runtime::Runtime, ServeError> {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tessera-clients")
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Runtime(e.to_string()))?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+/// Keeps the keyring fresh: re-reads the file when it changes.
+struct KeyringReloader {
+    path: PathBuf,
+    keyring: Arc<ArcSwap<Keyring>>,
+    interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for KeyringReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let stamp = |p: &PathBuf| std::fs::metadata(p).ok().and_then(|m| m.modified().ok().map(|t| (t, m.len())));
+        let mut last = stamp(&self.path);
+        let mut tick = tokio::time::interval(self.interval);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {
+                    let now = stamp(&self.path);
+                    if now == last {
+                        continue;
+                    }
+                    last = now;
+                    match Keyring::load_file(&self.path) {
+                        Ok(k) => {
+                            log::info!("keyring reloaded: active kid {}", k.active().kid);
+                            self.keyring.store(Arc::new(k));
+                        }
+                        Err(e) => log::error!("keyring reload failed, keeping the previous keyring: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Build everything and run until SIGTERM/SIGINT. Does not return on success.
+pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
+    pingora::tls::install_default_crypto_provider();
+    metrics::global().set_tenant_label_cap(cfg.metrics.tenant_label_cap);
+    let keyring = Arc::new(ArcSwap::from_pointee(load_keyring(&cfg.keys)?));
+    let tenants = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream)?);
+
+    let mut redis: Option<Arc<RedisStore>> = None;
+    let store: Arc<dyn FragmentStore> = match &cfg.store {
+        StoreConf::Embedded { path } => {
+            metrics::global().store_up.set(1);
+            metrics::global().tracking_up.set(1);
+            Arc::new(EmbeddedStore::open(path)?)
+        }
+        StoreConf::Redis(rc) => {
+            let rt = client_runtime()?;
+            let _guard = rt.enter();
+            let r = RedisStore::new(rc.clone())?;
+            redis = Some(r.clone());
+            r
+        }
+    };
+
+    let mut conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(cfg.grace_period.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(cfg.grace_period.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    conf.upgrade_sock = opts
+        .upgrade_sock
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("/tmp/tessera-upgrade-{}.sock", cfg.listen.https.port()));
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    // TLS: resolver by SNI, SNI captured for routing, h2 + h1 via ALPN.
+    let certs = CertStore::new(
+        cfg.tenants.iter().map(|t| t.cert.clone()).collect(),
+        cfg.tls.default_cert.clone(),
+        cfg.tls.reload_interval,
+    );
+    let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeHook { tenants: tenants.clone() }))
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    tls.set_cert_resolver(certs.resolver());
+    tls.enable_h2();
+
+    let sessions_store = SessionStore::new(cfg.session_log.clone(), redis.clone());
+    let (sessions, writer) = session_log::channel(sessions_store.clone());
+    let anomaly = Detector::new(tenants.clone());
+
+    let proxy = Proxy {
+        tenants: tenants.clone(),
+        store: store.clone(),
+        keyring: keyring.clone(),
+        sessions,
+        anomaly: anomaly.clone(),
+    };
+    let conf = server.configuration.clone();
+    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(&conf, proxy, "tessera proxy");
+    proxy_service.add_tls_with_settings(&cfg.listen.https.to_string(), None, tls);
+    if let Some(http) = cfg.listen.http {
+        proxy_service.add_tcp(&http.to_string());
+    }
+    server.add_service(proxy_service);
+
+    if let Some(addr) = cfg.listen.admin {
+        let state = Arc::new(AdminState {
+            tokens: cfg.admin_tokens.clone(),
+            tenants: tenants.clone(),
+            store: store.clone(),
+            keyring: keyring.clone(),
+            sessions: sessions_store,
+            anomaly: anomaly.clone(),
+        });
+        let mut admin = Service::new("tessera admin".to_string(), AdminApp(state));
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
+    if let Some(addr) = cfg.listen.metrics {
+        let mut m = Service::new("tessera metrics".to_string(), MetricsApp);
+        m.add_tcp(&addr.to_string());
+        server.add_service(m);
+    }
+
+    server.add_service(background_service("certificate reloader", ArcService(certs)));
+    if let KeysConf::File(path) = &cfg.keys {
+        server.add_service(background_service(
+            "keyring reloader",
+            KeyringReloader {
+                path: path.clone(),
+                keyring,
+                interval: cfg.tls.reload_interval,
+            },
+        ));
+    }
+    if let Some(r) = &redis {
+        server.add_service(background_service("redis tracker", r.tracker()));
+    }
+    server.add_service(background_service("session log writer", writer));
+    server.add_service(background_service("anomaly sweeper", Sweeper(anomaly)));
+
+    log::info!(
+        "tessera listening: https={} http={:?} admin={:?} metrics={:?}; {} tenant(s)",
+        cfg.listen.https,
+        cfg.listen.http,
+        cfg.listen.admin,
+        cfg.listen.metrics,
+        tenants.len()
+    );
+    server.run_forever();
+}
+
+/// Adapter: a background service held in an `Arc`.
+struct ArcService<T>(Arc<T>);
+
+#[async_trait]
+impl<T: BackgroundService + Send + Sync> BackgroundService for ArcService<T> {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.0.start(shutdown).await
+    }
+}

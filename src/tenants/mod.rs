@@ -1,0 +1,168 @@
+//! Tenants and the hostname → tenant table.
+//!
+//! Built once at start-up from the config. Looked up twice per connection/request: at the TLS
+//! handshake (SNI → tenant, see `tls::HandshakeHook`) and in `request_filter` (Host or
+//! `:authority` → tenant, which must be the same tenant, else 421). Lookups are a hash probe
+//! for the exact name and one for the parent domain (single-label wildcards): O(1) in the
+//! number of tenants, and allocation-free for lower-case names.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{AnomalyConf, AuthMode, HostPattern, TenantConf, UpstreamTimeouts};
+use crate::metrics::TenantMetrics;
+
+/// One tenant with everything the request path needs, prepared at load time.
+pub struct Tenant {
+    pub index: usize,
+    pub id: Arc<str>,
+    /// Template cloned for every request in `upstream_peer`.
+    pub peer: HttpPeer,
+    /// `Host` sent upstream.
+    pub upstream_host: HeaderValue,
+    pub upstream_url: String,
+    pub tenant_header: HeaderName,
+    pub tenant_value: HeaderValue,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub auth: AuthMode,
+    pub anomaly: AnomalyConf,
+    pub metrics: TenantMetrics,
+}
+
+/// All tenants and their hostnames.
+pub struct TenantTable {
+    tenants: Vec<Tenant>,
+    exact: HashMap<String, usize>,
+    wildcard: HashMap<String, usize>,
+    by_id: HashMap<Arc<str>, usize>,
+}
+
+/// Why a tenant could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// The tenant id cannot be a header value (config validation prevents this).
+    #[error("tenant id {0:?} is not a valid header value")]
+    BadId(String),
+    /// The upstream host cannot be a header value.
+    #[error("upstream authority {0:?} is not a valid Host header")]
+    BadAuthority(String),
+}
+
+/// Lower-case `host`, strip a `:port` and a trailing dot. Borrows when nothing changes.
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = if host.starts_with('[') {
+        // IPv6 literal: keep up to the closing bracket.
+        host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1])
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+impl TenantTable {
+    /// Prepare every tenant: peers, header values, metric handles.
+    pub fn build(confs: &[TenantConf], timeouts: &UpstreamTimeouts) -> Result<TenantTable, TenantError> {
+        let mut t = TenantTable {
+            tenants: Vec::with_capacity(confs.len()),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            by_id: HashMap::new(),
+        };
+        for (index, c) in confs.iter().enumerate() {
+            let mut peer = HttpPeer::new(c.upstream.addr, c.upstream.tls, c.upstream.host.clone());
+            peer.options.connection_timeout = Some(timeouts.connect);
+            peer.options.total_connection_timeout = Some(timeouts.connect * 2);
+            peer.options.read_timeout = Some(timeouts.read);
+            peer.options.write_timeout = Some(timeouts.write);
+            peer.options.idle_timeout = Some(timeouts.idle);
+            if c.upstream.tls {
+                peer.options.set_http_version(2, 1);
+            }
+            // Pingora's pool key ignores `options.ca`; the group key keeps two tenants that
+            // share an upstream address but trust different CAs in separate pools.
+            peer.group_key = index as u64 + 1;
+            if let Some(ders) = &c.upstream_ca {
+                let wrapped: Vec<pingora::utils::tls::WrappedX509> = ders
+                    .iter()
+                    .map(|d| pingora::utils::tls::WrappedX509::new(d.clone(), pingora::utils::tls::parse_x509))
+                    .collect();
+                peer.options.ca = Some(Arc::from(wrapped.into_boxed_slice()));
+            }
+            let tenant = Tenant {
+                index,
+                id: c.id.clone(),
+                peer,
+                upstream_host: HeaderValue::from_str(&c.upstream.authority)
+                    .map_err(|_| TenantError::BadAuthority(c.upstream.authority.clone()))?,
+                upstream_url: c.upstream.url.clone(),
+                tenant_header: c.tenant_header.clone(),
+                tenant_value: HeaderValue::from_str(&c.id).map_err(|_| TenantError::BadId(c.id.to_string()))?,
+                headers: c.headers.clone(),
+                auth: c.auth,
+                anomaly: c.anomaly.clone(),
+                metrics: crate::metrics::global().tenant(&c.id),
+            };
+            for h in &c.hostnames {
+                match h {
+                    HostPattern::Exact(n) => t.exact.insert(n.clone(), index),
+                    HostPattern::Wildcard(n) => t.wildcard.insert(n.clone(), index),
+                };
+            }
+            t.by_id.insert(c.id.clone(), index);
+            t.tenants.push(tenant);
+        }
+        Ok(t)
+    }
+
+    /// Tenant index serving `host` (any case, optional port).
+    pub fn lookup(&self, host: &str) -> Option<usize> {
+        let host = normalize_host(host);
+        if let Some(&i) = self.exact.get(host.as_ref()) {
+            return Some(i);
+        }
+        let (_, parent) = host.split_once('.')?;
+        self.wildcard.get(parent).copied()
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Tenant> {
+        self.tenants.get(index)
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Tenant> {
+        self.by_id.get(id).and_then(|&i| self.tenants.get(i))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tenants.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_hosts() {
+        assert_eq!(normalize_host("Saas.Acme.Example:8443"), "saas.acme.example");
+        assert_eq!(normalize_host("saas.acme.example."), "saas.acme.example");
+        assert!(matches!(normalize_host("saas.acme.example"), Cow::Borrowed(_)));
+        assert_eq!(normalize_host("[::1]:443"), "[::1]");
+    }
+}

@@ -1,0 +1,561 @@
+//! Split tokens: mint, parse, reconstruct, re-seal.
+//!
+//! Runs in two places: on the admin path (`mint`, `reseal`, `open_meta`) and on the request
+//! path in `request_filter` (`PartA::parse` then `reconstruct`), before any upstream work.
+//!
+//! Construction (see README "How a token is split"):
+//! 1. A fresh 256-bit data key DK encrypts the upstream token and its policy (header name,
+//!    scheme, expiry) with XChaCha20-Poly1305; AAD = version ‖ tenant ‖ token id.
+//! 2. DK is split 2-of-2 with Shamir over GF(256) (`blahaj`, the bias-fixed `sharks` fork).
+//!    Share x = 1 goes into Part A, x = 2 into the record. The x coordinates are constants here;
+//!    nothing a client sends can choose them.
+//! 3. The record (share B, the encrypted token, public metadata) is sealed again with
+//!    XChaCha20-Poly1305 under the keyring's active KEK; AAD = version ‖ tenant ‖ id ‖ kid.
+//!
+//! Part A alone is a uniformly random share; a record alone needs the KEK and then still only
+//! yields share B. A tampered Part A yields a wrong DK and the AEAD tag fails before anything
+//! is sent upstream.
+
+mod base62;
+pub mod keyring;
+
+use std::fmt;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+pub use keyring::{Keyring, KeyringError};
+
+/// Prefix of every Part A; secret scanners match `tsr_[0-9A-Za-z]{78}`.
+pub const PART_A_PREFIX: &str = "tsr_";
+/// Regex for secret scanners (documented in the README).
+pub const PART_A_REGEX: &str = r"\btsr_[0-9A-Za-z]{78}\b";
+
+const FORMAT_VERSION: u8 = 1;
+const BODY_LEN: usize = 1 + 4 + 16 + 32;
+const BODY_CHARS: usize = base62::encoded_len(BODY_LEN);
+const CHECK_CHARS: usize = base62::encoded_len(4);
+/// Total length of a Part A string.
+pub const PART_A_LEN: usize = PART_A_PREFIX.len() + BODY_CHARS + CHECK_CHARS;
+
+const RECORD_VERSION: u8 = 1;
+const TOMBSTONE: u8 = 0;
+const NONCE_LEN: usize = 24;
+const SHARE_A_X: u8 = 1;
+const SHARE_B_X: u8 = 2;
+
+/// Fill `buf` from the operating system's CSPRNG.
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    // The OS RNG failing is unrecoverable for a security proxy; getrandom documents that it
+    // only fails on exotic platforms or a broken kernel.
+    if let Err(e) = getrandom::fill(buf) {
+        panic!("operating system random number generator failed: {e}");
+    }
+}
+
+/// Why a Part A or record was refused. Each maps to a `result` label of
+/// `tessera_token_verifications_total`; clients only ever see one generic 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Not a well-formed Part A: prefix, length, alphabet, checksum or version.
+    #[error("malformed Part A ({0})")]
+    Malformed(&'static str),
+    /// Well formed but minted for another tenant.
+    #[error("Part A belongs to another tenant")]
+    WrongTenant,
+    /// No record under this tenant and id.
+    #[error("unknown token id")]
+    Unknown,
+    /// The record was revoked through the admin API (tombstone).
+    #[error("token revoked")]
+    Revoked,
+    /// The token's policy expiry has passed.
+    #[error("token expired")]
+    Expired,
+    /// An AEAD check failed: a changed Part A, a changed or moved record.
+    #[error("token or record failed authentication")]
+    Tampered,
+    /// The record names a kid this keyring does not have.
+    #[error("record sealed under unknown key id")]
+    UnknownKid,
+    /// The upstream token is not a valid header value.
+    #[error("upstream token must be 1-8192 visible ASCII characters")]
+    BadUpstreamToken,
+}
+
+impl TokenError {
+    /// The metric label for this reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TokenError::Malformed(_) => "malformed",
+            TokenError::WrongTenant => "wrong_tenant",
+            TokenError::Unknown => "unknown",
+            TokenError::Revoked => "revoked",
+            TokenError::Expired => "expired",
+            TokenError::Tampered | TokenError::UnknownKid => "tampered",
+            TokenError::BadUpstreamToken => "malformed",
+        }
+    }
+}
+
+/// 128-bit random token id: safe to log, used as the store key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenId(pub [u8; 16]);
+
+impl TokenId {
+    pub fn random() -> Self {
+        let mut b = [0u8; 16];
+        fill_random(&mut b);
+        TokenId(b)
+    }
+
+    /// Parse the 32-hex-character form.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut b = [0u8; 16];
+        hex::decode_to_slice(s, &mut b).ok()?;
+        Some(TokenId(b))
+    }
+}
+
+impl fmt::Display for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 32];
+        // Infallible: the buffer is exactly twice the input length.
+        let _ = hex::encode_to_slice(self.0, &mut buf);
+        f.write_str(std::str::from_utf8(&buf).unwrap_or("?"))
+    }
+}
+
+impl fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenId({self})")
+    }
+}
+
+/// Four bytes that tie a Part A to its tenant, so a Part A shown at another tenant's hostname
+/// is refused offline and counted as `wrong_tenant`. Not secret.
+pub fn tenant_tag(tenant: &str) -> [u8; 4] {
+    let d = Sha256::new()
+        .chain_update(b"tessera/tenant-tag\0")
+        .chain_update(tenant.as_bytes())
+        .finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+/// What an integration holds. `Debug` never shows the share.
+pub struct PartA {
+    pub tenant_tag: [u8; 4],
+    pub id: TokenId,
+    share: Zeroizing<[u8; 32]>,
+}
+
+impl fmt::Debug for PartA {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartA")
+            .field("id", &self.id)
+            .field("share", &"<redacted>")
+            .finish()
+    }
+}
+
+impl PartA {
+    /// The string form: `tsr_` + base62(version ‖ tag ‖ id ‖ share) + base62(CRC32).
+    pub fn encode(&self) -> Zeroizing<String> {
+        let mut body = Zeroizing::new([0u8; BODY_LEN]);
+        body[0] = FORMAT_VERSION;
+        body[1..5].copy_from_slice(&self.tenant_tag);
+        body[5..21].copy_from_slice(&self.id.0);
+        body[21..].copy_from_slice(self.share.as_ref());
+        let mut s = Zeroizing::new(String::with_capacity(PART_A_LEN));
+        s.push_str(PART_A_PREFIX);
+        base62::encode_into(body.as_ref(), &mut s);
+        let crc = crc32fast::hash(s.as_bytes());
+        base62::encode_into(&crc.to_be_bytes(), &mut s);
+        s
+    }
+
+    /// Parse and checksum-verify a Part A. Never touches the store; cheap enough to run on
+    /// every request before any lookup.
+    pub fn parse(s: &str) -> Result<PartA, TokenError> {
+        let b = s.as_bytes();
+        if b.len() != PART_A_LEN {
+            return Err(TokenError::Malformed("length"));
+        }
+        if !b.starts_with(PART_A_PREFIX.as_bytes()) {
+            return Err(TokenError::Malformed("prefix"));
+        }
+        let (signed, check) = b.split_at(PART_A_PREFIX.len() + BODY_CHARS);
+        let mut crc = [0u8; 4];
+        base62::decode_into(check, &mut crc).map_err(|_| TokenError::Malformed("checksum"))?;
+        if u32::from_be_bytes(crc) != crc32fast::hash(signed) {
+            return Err(TokenError::Malformed("checksum"));
+        }
+        let mut body = Zeroizing::new([0u8; BODY_LEN]);
+        base62::decode_into(&signed[PART_A_PREFIX.len()..], body.as_mut())
+            .map_err(|_| TokenError::Malformed("encoding"))?;
+        if body[0] != FORMAT_VERSION {
+            return Err(TokenError::Malformed("version"));
+        }
+        let mut tag = [0u8; 4];
+        tag.copy_from_slice(&body[1..5]);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&body[5..21]);
+        let mut share = Zeroizing::new([0u8; 32]);
+        share.copy_from_slice(&body[21..]);
+        Ok(PartA {
+            tenant_tag: tag,
+            id: TokenId(id),
+            share,
+        })
+    }
+}
+
+/// Public, non-secret facts about a token, stored inside the sealed record so that `list`
+/// works without Part A.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenMeta {
+    pub label: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `None` = no expiry.
+    pub expires_at: Option<i64>,
+    /// Header the upstream credential is sent in.
+    pub header: String,
+    /// Scheme placed before the token (`Bearer`); empty = the raw token.
+    pub scheme: String,
+    /// The token id this one replaced through `rotate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+}
+
+/// The reconstructed upstream credential. Wiped on drop; `Debug` is redacted.
+pub struct Credential {
+    /// Lower-case header name, e.g. `authorization`.
+    pub header: String,
+    /// Full header value, e.g. `Bearer <token>`.
+    pub value: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("header", &self.header)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Result of `mint`: the record for the store and the Part A shown once to the operator.
+pub struct Minted {
+    pub id: TokenId,
+    pub part_a: Zeroizing<String>,
+    pub record: Vec<u8>,
+}
+
+fn inner_aad(tenant: &str, id: &TokenId) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(24 + tenant.len() + 16);
+    aad.extend_from_slice(b"tessera/v1/token\0");
+    aad.extend_from_slice(tenant.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&id.0);
+    aad
+}
+
+fn outer_aad(tenant: &str, id: &TokenId, kid: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(24 + tenant.len() + 16 + kid.len());
+    aad.extend_from_slice(b"tessera/v1/frag\0");
+    aad.extend_from_slice(tenant.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(&id.0);
+    aad.push(0);
+    aad.extend_from_slice(kid);
+    aad
+}
+
+fn seal(key: &[u8; 32], aad: &[u8], msg: &[u8]) -> ([u8; NONCE_LEN], Vec<u8>) {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let mut nonce = [0u8; NONCE_LEN];
+    fill_random(&mut nonce);
+    // Encryption with a valid key and in-memory buffers cannot fail (only on > 256 GiB input).
+    let ct = cipher
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
+        .unwrap_or_default();
+    (nonce, ct)
+}
+
+fn open(key: &[u8; 32], aad: &[u8], nonce: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .map(Zeroizing::new)
+        .map_err(|_| TokenError::Tampered)
+}
+
+fn split_dk(dk: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+    let mut a = Zeroizing::new([0u8; 32]);
+    let mut b = Zeroizing::new([0u8; 32]);
+    // blahaj's dealer evaluates at x = 1, 2, …; we take exactly those two. A share's byte
+    // form is x ‖ y.
+    for share in blahaj::Sharks(2).dealer(dk).take(2) {
+        let bytes = Zeroizing::new(Vec::<u8>::from(&share));
+        let target = if bytes[0] == SHARE_A_X { &mut a } else { &mut b };
+        target.copy_from_slice(&bytes[1..]);
+    }
+    (a, b)
+}
+
+fn combine(share_a: &[u8; 32], share_b: &[u8]) -> Result<Zeroizing<[u8; 32]>, TokenError> {
+    let to_share = |x: u8, y: &[u8]| {
+        let mut bytes = Zeroizing::new(Vec::with_capacity(33));
+        bytes.push(x);
+        bytes.extend_from_slice(y);
+        blahaj::Share::try_from(&bytes[..]).map_err(|_| TokenError::Tampered)
+    };
+    let shares = [to_share(SHARE_A_X, share_a)?, to_share(SHARE_B_X, share_b)?];
+    let secret = Zeroizing::new(
+        blahaj::Sharks(2)
+            .recover(&shares)
+            .map_err(|_| TokenError::Tampered)?,
+    );
+    if secret.len() != 32 {
+        return Err(TokenError::Tampered);
+    }
+    let mut dk = Zeroizing::new([0u8; 32]);
+    dk.copy_from_slice(&secret);
+    Ok(dk)
+}
+
+/// Is `token` acceptable as (part of) an HTTP header value?
+fn valid_token(token: &[u8]) -> bool {
+    !token.is_empty() && token.len() <= 8192 && token.iter().all(|&c| (0x21..=0x7e).contains(&c))
+}
+
+/// Split `token` for `tenant`. The returned record goes to the store, the Part A to the caller.
+pub fn mint(keyring: &Keyring, tenant: &str, token: &[u8], meta: &TokenMeta) -> Result<Minted, TokenError> {
+    mint_with_id(keyring, tenant, TokenId::random(), token, meta)
+}
+
+fn mint_with_id(
+    keyring: &Keyring,
+    tenant: &str,
+    id: TokenId,
+    token: &[u8],
+    meta: &TokenMeta,
+) -> Result<Minted, TokenError> {
+    if !valid_token(token) {
+        return Err(TokenError::BadUpstreamToken);
+    }
+    let mut dk = Zeroizing::new([0u8; 32]);
+    fill_random(dk.as_mut());
+
+    // Inner plaintext: expiry ‖ header ‖ scheme ‖ token.
+    let mut inner = Zeroizing::new(Vec::with_capacity(16 + token.len() + meta.header.len()));
+    inner.extend_from_slice(&meta.expires_at.unwrap_or(i64::MAX).to_be_bytes());
+    push_str8(&mut inner, &meta.header);
+    push_str8(&mut inner, &meta.scheme);
+    inner.extend_from_slice(token);
+    let (inner_nonce, inner_ct) = seal(&dk, &inner_aad(tenant, &id), &inner);
+
+    let (share_a, share_b) = split_dk(&dk);
+    let meta_json = serde_json::to_vec(meta).unwrap_or_default();
+    let mut plain = Zeroizing::new(Vec::with_capacity(64 + inner_ct.len() + meta_json.len()));
+    plain.extend_from_slice(share_b.as_ref());
+    plain.extend_from_slice(&inner_nonce);
+    plain.extend_from_slice(&(inner_ct.len() as u32).to_be_bytes());
+    plain.extend_from_slice(&inner_ct);
+    plain.extend_from_slice(&meta_json);
+    let record = seal_record(keyring, tenant, &id, &plain);
+
+    let part_a = PartA {
+        tenant_tag: tenant_tag(tenant),
+        id,
+        share: share_a,
+    };
+    Ok(Minted {
+        id,
+        part_a: part_a.encode(),
+        record,
+    })
+}
+
+fn push_str8(buf: &mut Vec<u8>, s: &str) {
+    let b = &s.as_bytes()[..s.len().min(255)];
+    buf.push(b.len() as u8);
+    buf.extend_from_slice(b);
+}
+
+fn take_str8<'a>(buf: &mut &'a [u8]) -> Result<&'a str, TokenError> {
+    let (&len, rest) = buf.split_first().ok_or(TokenError::Tampered)?;
+    let len = usize::from(len);
+    if rest.len() < len {
+        return Err(TokenError::Tampered);
+    }
+    let (s, rest) = rest.split_at(len);
+    *buf = rest;
+    std::str::from_utf8(s).map_err(|_| TokenError::Tampered)
+}
+
+fn seal_record(keyring: &Keyring, tenant: &str, id: &TokenId, plain: &[u8]) -> Vec<u8> {
+    let kek = keyring.active();
+    let kid = kek.kid.as_bytes();
+    let (nonce, ct) = seal(&kek.key, &outer_aad(tenant, id, kid), plain);
+    let mut out = Vec::with_capacity(2 + kid.len() + NONCE_LEN + ct.len());
+    out.push(RECORD_VERSION);
+    out.push(kid.len() as u8);
+    out.extend_from_slice(kid);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+/// A tombstone: what `revoke` leaves behind so refusals can say "revoked" rather than
+/// "unknown". Holds no secret.
+pub fn tombstone(revoked_at: i64) -> Vec<u8> {
+    let mut v = vec![TOMBSTONE];
+    v.extend_from_slice(&revoked_at.to_be_bytes());
+    v
+}
+
+/// `Some(revoked_at)` if `stored` is a tombstone.
+pub fn is_tombstone(stored: &[u8]) -> Option<i64> {
+    match stored {
+        [TOMBSTONE, rest @ ..] if rest.len() == 8 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(rest);
+            Some(i64::from_be_bytes(b))
+        }
+        _ => None,
+    }
+}
+
+/// The kid a stored record is sealed under.
+pub fn record_kid(stored: &[u8]) -> Option<&[u8]> {
+    match stored {
+        [RECORD_VERSION, len, rest @ ..] if rest.len() >= usize::from(*len) => {
+            Some(&rest[..usize::from(*len)])
+        }
+        _ => None,
+    }
+}
+
+/// Open the KEK layer of a stored record.
+fn open_record(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    if is_tombstone(stored).is_some() {
+        return Err(TokenError::Revoked);
+    }
+    let kid = record_kid(stored).ok_or(TokenError::Tampered)?;
+    let kek = keyring.get(kid).ok_or(TokenError::UnknownKid)?;
+    let rest = &stored[2 + kid.len()..];
+    if rest.len() < NONCE_LEN + 16 {
+        return Err(TokenError::Tampered);
+    }
+    let (nonce, ct) = rest.split_at(NONCE_LEN);
+    open(&kek.key, &outer_aad(tenant, id, kid), nonce, ct)
+}
+
+struct RecordParts<'a> {
+    share_b: &'a [u8],
+    inner_nonce: &'a [u8],
+    inner_ct: &'a [u8],
+    meta: &'a [u8],
+}
+
+fn split_record(plain: &[u8]) -> Result<RecordParts<'_>, TokenError> {
+    if plain.len() < 32 + NONCE_LEN + 4 {
+        return Err(TokenError::Tampered);
+    }
+    let (share_b, rest) = plain.split_at(32);
+    let (inner_nonce, rest) = rest.split_at(NONCE_LEN);
+    let (len, rest) = rest.split_at(4);
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if rest.len() < len {
+        return Err(TokenError::Tampered);
+    }
+    let (inner_ct, meta) = rest.split_at(len);
+    Ok(RecordParts {
+        share_b,
+        inner_nonce,
+        inner_ct,
+        meta,
+    })
+}
+
+/// Per-request reconstruction: open the record, combine the shares, decrypt the token and
+/// check its expiry. `now` is Unix seconds.
+pub fn reconstruct(
+    keyring: &Keyring,
+    tenant: &str,
+    part_a: &PartA,
+    stored: &[u8],
+    now: i64,
+) -> Result<Credential, TokenError> {
+    let plain = open_record(keyring, tenant, &part_a.id, stored)?;
+    let parts = split_record(&plain)?;
+    let dk = combine(&part_a.share, parts.share_b)?;
+    let inner = open(&dk, &inner_aad(tenant, &part_a.id), parts.inner_nonce, parts.inner_ct)?;
+    decode_inner(&inner, now)
+}
+
+fn decode_inner(inner: &[u8], now: i64) -> Result<Credential, TokenError> {
+    if inner.len() < 8 {
+        return Err(TokenError::Tampered);
+    }
+    let (exp, mut rest) = inner.split_at(8);
+    let exp = i64::from_be_bytes([exp[0], exp[1], exp[2], exp[3], exp[4], exp[5], exp[6], exp[7]]);
+    if now >= exp {
+        return Err(TokenError::Expired);
+    }
+    let header = take_str8(&mut rest)?.to_ascii_lowercase();
+    let scheme = take_str8(&mut rest)?;
+    let mut value = Zeroizing::new(Vec::with_capacity(scheme.len() + 1 + rest.len()));
+    if !scheme.is_empty() {
+        value.extend_from_slice(scheme.as_bytes());
+        value.push(b' ');
+    }
+    value.extend_from_slice(rest);
+    Ok(Credential { header, value })
+}
+
+/// Admin path: the public metadata of a record (no Part A needed).
+pub fn open_meta(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> Result<TokenMeta, TokenError> {
+    let plain = open_record(keyring, tenant, id, stored)?;
+    let parts = split_record(&plain)?;
+    serde_json::from_slice(parts.meta).map_err(|_| TokenError::Tampered)
+}
+
+/// Admin path: re-seal a record under the active KEK. `Ok(None)` if it already is (or is a
+/// tombstone, which holds nothing to re-seal).
+pub fn reseal(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> Result<Option<Vec<u8>>, TokenError> {
+    if is_tombstone(stored).is_some() {
+        return Ok(None);
+    }
+    if record_kid(stored) == Some(keyring.active().kid.as_bytes()) {
+        return Ok(None);
+    }
+    let plain = open_record(keyring, tenant, id, stored)?;
+    Ok(Some(seal_record(keyring, tenant, id, &plain)))
+}
+
+/// Admin path: recover the upstream token from a valid Part A, for `rotate`. Wiped on drop.
+pub fn recover_token(
+    keyring: &Keyring,
+    tenant: &str,
+    part_a: &PartA,
+    stored: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    let plain = open_record(keyring, tenant, &part_a.id, stored)?;
+    let parts = split_record(&plain)?;
+    let dk = combine(&part_a.share, parts.share_b)?;
+    let inner = open(&dk, &inner_aad(tenant, &part_a.id), parts.inner_nonce, parts.inner_ct)?;
+    let mut rest = inner.get(8..).ok_or(TokenError::Tampered)?;
+    take_str8(&mut rest)?;
+    take_str8(&mut rest)?;
+    Ok(Zeroizing::new(rest.to_vec()))
+}
+
+#[cfg(test)]
+mod tests;
