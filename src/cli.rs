@@ -79,6 +79,18 @@ pub enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Run the built-in echo upstream (for load tests and trials): answers every request with
+    /// the method, path and headers it received as JSON; `/small` answers `ok`.
+    UpstreamEcho {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Serve TLS with this PEM certificate (needs --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
     /// Generate a random admin token; prints the token (give it to the caller) and the
     /// config line with its SHA-256 (put it in admin.tokens).
     AdminToken {
@@ -365,6 +377,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             limit,
             follow,
         } => runtime()?.block_on(sessions(admin, tenant, token_id, since, limit, follow)),
+        Command::UpstreamEcho { listen, tls_cert, tls_key } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(c), Some(k)) => {
+                    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| CliError::Io(format!("{}: {e}", p.display())));
+                    Some(crate::demo::echo::tls_acceptor(&read(&c)?, &read(&k)?).map_err(CliError::Io)?)
+                }
+                _ => None,
+            };
+            let rt = runtime()?;
+            rt.block_on(async {
+                let l = tokio::net::TcpListener::bind(listen).await.map_err(|e| CliError::Io(format!("{listen}: {e}")))?;
+                eprintln!("echo upstream listening on {}", l.local_addr().map_err(|e| CliError::Io(e.to_string()))?);
+                crate::demo::echo::serve(l, tls).await;
+                Ok(())
+            })
+        }
         Command::AdminToken { name, scope } => {
             let mut raw = [0u8; 32];
             crate::token::fill_random(&mut raw);
