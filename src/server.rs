@@ -214,6 +214,13 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     if let Some(r) = &redis {
         server.add_service(background_service("redis tracker", r.tracker()));
     }
+    server.add_service(background_service(
+        "upstream DNS refresher",
+        crate::tenants::DnsRefresher {
+            tenants: tenants.clone(),
+            interval: Duration::from_secs(30),
+        },
+    ));
     server.add_service(background_service("session log writer", writer));
     server.add_service(background_service("anomaly sweeper", Sweeper(anomaly)));
 

@@ -8,7 +8,7 @@
 pub mod raw;
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -237,7 +237,6 @@ pub struct UpstreamConf {
     pub port: u16,
     /// `host[:port]` as the upstream expects in `Host`.
     pub authority: String,
-    pub addr: SocketAddr,
     pub url: String,
 }
 
@@ -254,7 +253,7 @@ pub struct TenantConf {
     pub anomaly: AnomalyConf,
 }
 
-/// Parse `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
+/// Parse `250ms`, `5s`, `2m`, `1h`, `7d` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -270,6 +269,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => return None,
     };
     Some(Duration::from_secs_f64(secs))
@@ -484,7 +484,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
     let mut tenants = Vec::new();
     let mut seen_hosts: std::collections::HashMap<HostPattern, String> = Default::default();
     for (i, t) in raw.tenants.into_iter().enumerate() {
-        if let Some(tc) = tenant(i, t, &global_anomaly, &upstream, c) {
+        if let Some(tc) = tenant(i, t, &global_anomaly, c) {
             for h in &tc.hostnames {
                 if let Some(other) = seen_hosts.insert(h.clone(), tc.id.to_string()) {
                     c.bad(format!("tenants[{i}].hostnames"), format!("{h} is already served by tenant {other:?}; a hostname belongs to exactly one tenant"));
@@ -615,11 +615,6 @@ fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
     }
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let addr = (bare.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{url:?}: cannot resolve {bare}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{url:?}: {bare} resolves to no address"))?;
     let default_port = if tls { 443 } else { 80 };
     let authority = if port == default_port { host.to_string() } else { format!("{host}:{port}") };
     Ok(UpstreamConf {
@@ -627,12 +622,11 @@ fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
         host: bare,
         port,
         authority,
-        addr,
         url: url.to_string(),
     })
 }
 
-fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, _timeouts: &UpstreamTimeouts, c: &mut Checker) -> Option<TenantConf> {
+fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Option<TenantConf> {
     let key = format!("tenants[{i}]");
     let before = c.problems.len();
     if !valid_tenant_id(&t.id) {

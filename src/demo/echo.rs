@@ -7,6 +7,7 @@
 //! - `/status/<code>`: that status, same JSON body
 //! - `/bytes/<n>`: `200` with `n` bytes of `x` (n ≤ 64 MiB)
 //! - `/small`: `200` with the 2-byte body `ok` (for load tests)
+//! - `/delay/<ms>`: the JSON answer after `ms` milliseconds (≤ 60 s; for drain tests)
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -120,6 +121,9 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
         buf.drain(..head_len);
         let Some(body_len) = read_body(&mut s, &mut buf, body_mode).await else { return };
 
+        if let Some(ms) = path.strip_prefix("/delay/").and_then(|m| m.parse::<u64>().ok()) {
+            tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+        }
         out.clear();
         respond(&method, &path, &headers, body_len, &mut out);
         if s.write_all(&out).await.is_err() {

@@ -210,7 +210,7 @@ impl ProxyHttp for Proxy {
             .tenant(self)
             .ok_or_else(|| Error::explain(InternalError, "upstream_peer without a tenant"))?;
         ctx.upstream_started = Some(Instant::now());
-        Ok(Box::new(tenant.peer.clone()))
+        Ok(Box::new(HttpPeer::clone(&tenant.peer.load())))
     }
 
     /// Rewrite the request for the upstream. The credential leaves `ctx` here; its buffer is

@@ -8,9 +8,15 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use http::{HeaderName, HeaderValue};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{AnomalyConf, AuthMode, HostPattern, TenantConf, UpstreamTimeouts};
@@ -20,8 +26,11 @@ use crate::metrics::TenantMetrics;
 pub struct Tenant {
     pub index: usize,
     pub id: Arc<str>,
-    /// Template cloned for every request in `upstream_peer`.
-    pub peer: HttpPeer,
+    /// Template cloned for every request in `upstream_peer`; swapped by `DnsRefresher` when
+    /// the upstream's address changes.
+    pub peer: ArcSwap<HttpPeer>,
+    /// Upstream host and port, for re-resolution.
+    pub upstream_host_port: (String, u16),
     /// `Host` sent upstream.
     pub upstream_host: HeaderValue,
     pub upstream_url: String,
@@ -50,6 +59,21 @@ pub enum TenantError {
     /// The upstream host cannot be a header value.
     #[error("upstream authority {0:?} is not a valid Host header")]
     BadAuthority(String),
+    /// The upstream host does not resolve.
+    #[error("tenant {tenant}: upstream {url}: cannot resolve {host}: {reason}")]
+    Resolve { tenant: String, url: String, host: String, reason: String },
+}
+
+/// First address of `host:port` (blocking DNS; start-up and the refresher only).
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| "no address".to_string())
 }
 
 /// Lower-case `host`, strip a `:port` and a trailing dot. Borrows when nothing changes.
@@ -78,7 +102,13 @@ impl TenantTable {
             by_id: HashMap::new(),
         };
         for (index, c) in confs.iter().enumerate() {
-            let mut peer = HttpPeer::new(c.upstream.addr, c.upstream.tls, c.upstream.host.clone());
+            let addr = resolve(&c.upstream.host, c.upstream.port).map_err(|reason| TenantError::Resolve {
+                tenant: c.id.to_string(),
+                url: c.upstream.url.clone(),
+                host: c.upstream.host.clone(),
+                reason,
+            })?;
+            let mut peer = HttpPeer::new(addr, c.upstream.tls, c.upstream.host.clone());
             peer.options.connection_timeout = Some(timeouts.connect);
             peer.options.total_connection_timeout = Some(timeouts.connect * 2);
             peer.options.read_timeout = Some(timeouts.read);
@@ -100,7 +130,8 @@ impl TenantTable {
             let tenant = Tenant {
                 index,
                 id: c.id.clone(),
-                peer,
+                peer: ArcSwap::from_pointee(peer),
+                upstream_host_port: (c.upstream.host.clone(), c.upstream.port),
                 upstream_host: HeaderValue::from_str(&c.upstream.authority)
                     .map_err(|_| TenantError::BadAuthority(c.upstream.authority.clone()))?,
                 upstream_url: c.upstream.url.clone(),
@@ -151,6 +182,48 @@ impl TenantTable {
 
     pub fn is_empty(&self) -> bool {
         self.tenants.is_empty()
+    }
+}
+
+/// Background service: re-resolve upstream hostnames every `interval` and swap the peer when
+/// the address changed, so an upstream behind changing DNS keeps working without a restart.
+pub struct DnsRefresher {
+    pub tenants: Arc<TenantTable>,
+    pub interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for DnsRefresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {}
+            }
+            for t in self.tenants.iter() {
+                let (host, port) = t.upstream_host_port.clone();
+                if host.parse::<IpAddr>().is_ok() {
+                    continue;
+                }
+                let res = tokio::task::spawn_blocking(move || resolve(&host, port)).await;
+                match res {
+                    Ok(Ok(addr)) => {
+                        let cur = t.peer.load();
+                        if cur._address.as_inet() != Some(&addr) {
+                            let mut next = HttpPeer::new(addr, cur.is_tls(), cur.sni.clone());
+                            next.options = cur.options.clone();
+                            next.group_key = cur.group_key;
+                            log::info!("tenant={} upstream {} now resolves to {addr}", t.id, t.upstream_url);
+                            t.peer.store(Arc::new(next));
+                        }
+                    }
+                    Ok(Err(e)) => log::warn!("tenant={} upstream {}: DNS refresh failed, keeping the old address: {e}", t.id, t.upstream_url),
+                    Err(_) => {}
+                }
+            }
+        }
     }
 }
 

@@ -59,7 +59,7 @@ impl Keyring {
     /// Parse the text form; see the module docs.
     pub fn parse(text: &str) -> Result<Self, KeyringError> {
         let mut keys: Vec<Kek> = Vec::new();
-        for (i, raw) in text.split(['\n', ';']).enumerate() {
+        for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
