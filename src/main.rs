@@ -3,9 +3,7 @@
 use clap::Parser;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    tessera::logging::init();
     let cli = tessera::cli::Cli::parse();
     if let Err(e) = tessera::cli::run(cli) {
         eprintln!("error: {e}");

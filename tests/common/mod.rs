@@ -41,15 +41,27 @@ pub struct Redis {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Keep data across restarts (append-only file in the temp dir).
+    persistent: bool,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with(false)
+    }
+
+    /// A Redis whose data survives `restart` (appendonly, fsync always).
+    pub fn start_persistent() -> Redis {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Redis {
             port: free_port(),
             child: None,
             dir,
+            persistent,
         };
         r.restart();
         r
@@ -67,7 +79,8 @@ impl Redis {
     pub fn restart(&mut self) {
         self.stop();
         let child = Command::new(Self::bin())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(if self.persistent { ["--appendonly", "yes", "--appendfsync", "always"] } else { ["--appendonly", "no", "--appendfsync", "no"] })
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -518,7 +531,9 @@ pub fn assert_not_in_files(files: &[&Path], secrets: &[&str]) {
         let text = std::fs::read_to_string(f).unwrap_or_default();
         for s in secrets {
             assert!(!s.is_empty());
-            assert!(!text.contains(s), "secret material found in {}", f.display());
+            if let Some(line) = text.lines().find(|l| l.contains(s)) {
+                panic!("secret material found in {}: {}", f.display(), &line[..line.len().min(300)]);
+            }
         }
     }
 }
