@@ -34,7 +34,8 @@ const UPSTREAM_TOKEN: &[u8] = b"upstream-secret-0123456789abcdefghijklmnopqrstuv
 
 fn keyring() -> Keyring {
     // A fixed test key; the cost does not depend on the key bytes.
-    Keyring::parse("k1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f").expect("keyring literal parses")
+    Keyring::parse("k1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+        .expect("keyring literal parses")
 }
 
 fn meta() -> TokenMeta {
@@ -80,7 +81,8 @@ fn bench_crypto(c: &mut Criterion) {
 
     // Sanity: the benchmarked paths succeed (a bench of an early-error path would be useless).
     let parsed = PartA::parse(&part_a_str).expect("parse");
-    let cred = token::reconstruct(&ring, TENANT, &parsed, &minted.record, now).expect("reconstruct");
+    let cred =
+        token::reconstruct(&ring, TENANT, &parsed, &minted.record, now).expect("reconstruct");
     assert_eq!(cred.header, "authorization");
     assert!(cred.value.starts_with(b"Bearer "));
 
@@ -90,8 +92,14 @@ fn bench_crypto(c: &mut Criterion) {
 
     c.bench_function("reconstruct", |b| {
         b.iter(|| {
-            token::reconstruct(&ring, black_box(TENANT), black_box(&parsed), black_box(&minted.record), now)
-                .expect("reconstruct")
+            token::reconstruct(
+                &ring,
+                black_box(TENANT),
+                black_box(&parsed),
+                black_box(&minted.record),
+                now,
+            )
+            .expect("reconstruct")
         })
     });
 
@@ -103,7 +111,8 @@ fn bench_crypto(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(store.put(TENANT, &minted.id, &minted.record)).expect("put");
+    rt.block_on(store.put(TENANT, &minted.id, &minted.record))
+        .expect("put");
     let tag = token::tenant_tag(TENANT);
 
     c.bench_function("full_request_crypto", |b| {
@@ -121,7 +130,9 @@ fn bench_crypto(c: &mut Criterion) {
     assert_eq!(tag, parsed.tenant_tag);
 
     c.bench_function("mint", |b| {
-        b.iter(|| token::mint(&ring, black_box(TENANT), black_box(UPSTREAM_TOKEN), &meta).expect("mint"))
+        b.iter(|| {
+            token::mint(&ring, black_box(TENANT), black_box(UPSTREAM_TOKEN), &meta).expect("mint")
+        })
     });
 
     drop(store);

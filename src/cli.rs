@@ -119,7 +119,11 @@ pub struct DemoArgs {
 #[derive(Args, Debug, Clone)]
 pub struct AdminArgs {
     /// Admin API base URL.
-    #[arg(long, env = "TESSERA_ADMIN_URL", default_value = "http://127.0.0.1:9901")]
+    #[arg(
+        long,
+        env = "TESSERA_ADMIN_URL",
+        default_value = "http://127.0.0.1:9901"
+    )]
     pub admin_url: String,
     /// File holding the admin token (else TESSERA_ADMIN_TOKEN).
     #[arg(long)]
@@ -246,7 +250,8 @@ fn read_secret(file: Option<&Path>, what: &str) -> Result<Zeroizing<String>, Cli
     let mut s = Zeroizing::new(String::new());
     match file {
         Some(p) => {
-            let data = std::fs::read_to_string(p).map_err(|e| CliError::Io(format!("cannot read {}: {e}", p.display())))?;
+            let data = std::fs::read_to_string(p)
+                .map_err(|e| CliError::Io(format!("cannot read {}: {e}", p.display())))?;
             s.push_str(&data);
             let mut data = data;
             zeroize::Zeroize::zeroize(&mut data);
@@ -262,7 +267,9 @@ fn read_secret(file: Option<&Path>, what: &str) -> Result<Zeroizing<String>, Cli
     }
     let trimmed = Zeroizing::new(s.trim().to_string());
     if trimmed.is_empty() {
-        return Err(CliError::Usage(format!("the {what} is empty; pipe it on stdin or use the --*-file option")));
+        return Err(CliError::Usage(format!(
+            "the {what} is empty; pipe it on stdin or use the --*-file option"
+        )));
     }
     Ok(trimmed)
 }
@@ -279,7 +286,9 @@ impl Api {
             Some(p) => read_secret(Some(p), "admin token")?,
             None => Zeroizing::new(
                 std::env::var("TESSERA_ADMIN_TOKEN")
-                    .map_err(|_| CliError::Usage("set TESSERA_ADMIN_TOKEN or pass --admin-token-file".into()))?
+                    .map_err(|_| {
+                        CliError::Usage("set TESSERA_ADMIN_TOKEN or pass --admin-token-file".into())
+                    })?
                     .trim()
                     .to_string(),
             ),
@@ -295,7 +304,12 @@ impl Api {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CliError> {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -303,10 +317,12 @@ impl Api {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| CliError::Api(format!("{}: {e} (is Tessera running, and is --admin-url right?)", self.base)))?;
+        let resp = req.send().await.map_err(|e| {
+            CliError::Api(format!(
+                "{}: {e} (is Tessera running, and is --admin-url right?)",
+                self.base
+            ))
+        })?;
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -337,7 +353,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             upgrade_sock,
         } => {
             let cfg = Config::load(&config)?;
-            server::run(cfg, ServeOptions { upgrade, upgrade_sock })?;
+            server::run(
+                cfg,
+                ServeOptions {
+                    upgrade,
+                    upgrade_sock,
+                },
+            )?;
             Ok(())
         }
         Command::CheckConfig { config } => {
@@ -347,7 +369,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     Ok(cfg) => {
                         // The keyring is part of a working config too.
                         match server::load_keyring(&cfg.keys) {
-                            Ok(k) => println!("{}: OK ({} tenant(s), active kid {})", path.display(), cfg.tenants.len(), k.active().kid),
+                            Ok(k) => println!(
+                                "{}: OK ({} tenant(s), active kid {})",
+                                path.display(),
+                                cfg.tenants.len(),
+                                k.active().kid
+                            ),
                             Err(e) => {
                                 failed = true;
                                 eprintln!("{}: keys: {e}", path.display());
@@ -361,7 +388,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 }
             }
             if failed {
-                Err(CliError::Usage("configuration has problems (see above)".into()))
+                Err(CliError::Usage(
+                    "configuration has problems (see above)".into(),
+                ))
             } else {
                 Ok(())
             }
@@ -377,18 +406,33 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             limit,
             follow,
         } => runtime()?.block_on(sessions(admin, tenant, token_id, since, limit, follow)),
-        Command::UpstreamEcho { listen, tls_cert, tls_key } => {
+        Command::UpstreamEcho {
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(c), Some(k)) => {
-                    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| CliError::Io(format!("{}: {e}", p.display())));
-                    Some(crate::demo::echo::tls_acceptor(&read(&c)?, &read(&k)?).map_err(CliError::Io)?)
+                    let read = |p: &Path| {
+                        std::fs::read_to_string(p)
+                            .map_err(|e| CliError::Io(format!("{}: {e}", p.display())))
+                    };
+                    Some(
+                        crate::demo::echo::tls_acceptor(&read(&c)?, &read(&k)?)
+                            .map_err(CliError::Io)?,
+                    )
                 }
                 _ => None,
             };
             let rt = runtime()?;
             rt.block_on(async {
-                let l = tokio::net::TcpListener::bind(listen).await.map_err(|e| CliError::Io(format!("{listen}: {e}")))?;
-                eprintln!("echo upstream listening on {}", l.local_addr().map_err(|e| CliError::Io(e.to_string()))?);
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| CliError::Io(format!("{listen}: {e}")))?;
+                eprintln!(
+                    "echo upstream listening on {}",
+                    l.local_addr().map_err(|e| CliError::Io(e.to_string()))?
+                );
                 crate::demo::echo::serve(l, tls).await;
                 Ok(())
             })
@@ -397,8 +441,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let mut raw = [0u8; 32];
             crate::token::fill_random(&mut raw);
             let token = Zeroizing::new(format!("tsa_{}", hex::encode(raw)));
-            let sha = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), token.as_bytes())));
-            println!("admin token (give to the caller, shown once): {}", token.as_str());
+            let sha = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
+                sha2::Sha256::default(),
+                token.as_bytes(),
+            )));
+            println!(
+                "admin token (give to the caller, shown once): {}",
+                token.as_str()
+            );
             println!("config line for admin.tokens:");
             println!("    - {{ name: {name}, sha256: {sha}, scope: \"{scope}\" }}");
             Ok(())
@@ -417,32 +467,52 @@ fn keys(cmd: KeysCmd) -> Result<(), CliError> {
                 )));
             }
             let line = Keyring::generate_line();
-            let text = Zeroizing::new(format!("# Tessera keyring: first key is active. Keep this file secret (mode 0600).\n{}\n", line.as_str()));
-            crate::demo::certs::write_file(&out, text.as_bytes(), true).map_err(|e| CliError::Io(e.to_string()))?;
+            let text = Zeroizing::new(format!(
+                "# Tessera keyring: first key is active. Keep this file secret (mode 0600).\n{}\n",
+                line.as_str()
+            ));
+            crate::demo::certs::write_file(&out, text.as_bytes(), true)
+                .map_err(|e| CliError::Io(e.to_string()))?;
             let kid = line.split_whitespace().next().unwrap_or("");
             println!("wrote {} with active kid {kid}", out.display());
             Ok(())
         }
         KeysCmd::Add { file } => {
-            let old = Zeroizing::new(std::fs::read_to_string(&file).map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?);
+            let old = Zeroizing::new(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?,
+            );
             Keyring::parse(&old)?;
             let line = Keyring::generate_line();
-            let body: String = old.lines().filter(|l| !l.starts_with("# Tessera keyring")).map(|l| format!("{l}\n")).collect();
+            let body: String = old
+                .lines()
+                .filter(|l| !l.starts_with("# Tessera keyring"))
+                .map(|l| format!("{l}\n"))
+                .collect();
             let text = Zeroizing::new(format!("# Tessera keyring: first key is active. Keep this file secret (mode 0600).\n{}\n{body}", line.as_str()));
             Keyring::parse(&text)?;
-            crate::demo::certs::write_file(&file, text.as_bytes(), true).map_err(|e| CliError::Io(e.to_string()))?;
+            crate::demo::certs::write_file(&file, text.as_bytes(), true)
+                .map_err(|e| CliError::Io(e.to_string()))?;
             let kid = line.split_whitespace().next().unwrap_or("");
             println!("added active kid {kid} to {}; once every instance has reloaded it (tls.reload_interval), run `tessera keys rotate`", file.display());
             Ok(())
         }
         KeysCmd::Retire { file, kid } => {
-            let old = Zeroizing::new(std::fs::read_to_string(&file).map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?);
+            let old = Zeroizing::new(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?,
+            );
             let ring = Keyring::parse(&old)?;
             if ring.active().kid == kid {
-                return Err(CliError::Usage(format!("{kid} is the active key; add a new one first")));
+                return Err(CliError::Usage(format!(
+                    "{kid} is the active key; add a new one first"
+                )));
             }
             if ring.get(kid.as_bytes()).is_none() {
-                return Err(CliError::Usage(format!("no kid {kid} in {}", file.display())));
+                return Err(CliError::Usage(format!(
+                    "no kid {kid} in {}",
+                    file.display()
+                )));
             }
             let text: Zeroizing<String> = Zeroizing::new(
                 old.lines()
@@ -451,7 +521,8 @@ fn keys(cmd: KeysCmd) -> Result<(), CliError> {
                     .collect(),
             );
             Keyring::parse(&text)?;
-            crate::demo::certs::write_file(&file, text.as_bytes(), true).map_err(|e| CliError::Io(e.to_string()))?;
+            crate::demo::certs::write_file(&file, text.as_bytes(), true)
+                .map_err(|e| CliError::Io(e.to_string()))?;
             println!("retired {kid} from {}", file.display());
             Ok(())
         }
@@ -462,7 +533,10 @@ fn keys(cmd: KeysCmd) -> Result<(), CliError> {
         }),
         KeysCmd::Rotate { admin } => runtime()?.block_on(async {
             let api = Api::new(&admin)?;
-            print_json(&api.call(reqwest::Method::POST, "/v1/keys/rotate", None).await?);
+            print_json(
+                &api.call(reqwest::Method::POST, "/v1/keys/rotate", None)
+                    .await?,
+            );
             Ok(())
         }),
     }
@@ -491,19 +565,41 @@ async fn token(cmd: TokenCmd) -> Result<(), CliError> {
             if let Some(s) = scheme {
                 body["scheme"] = json!(s);
             }
-            let v = api.call(reqwest::Method::POST, &format!("/v1/tenants/{tenant}/tokens"), Some(body)).await?;
+            let v = api
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/v1/tenants/{tenant}/tokens"),
+                    Some(body),
+                )
+                .await?;
             print_json(&v);
-            eprintln!("Part A is shown only now: hand it to the integration over a secure channel.");
+            eprintln!(
+                "Part A is shown only now: hand it to the integration over a secure channel."
+            );
             Ok(())
         }
         TokenCmd::List { admin, tenant } => {
             let api = Api::new(&admin)?;
-            print_json(&api.call(reqwest::Method::GET, &format!("/v1/tenants/{tenant}/tokens"), None).await?);
+            print_json(
+                &api.call(
+                    reqwest::Method::GET,
+                    &format!("/v1/tenants/{tenant}/tokens"),
+                    None,
+                )
+                .await?,
+            );
             Ok(())
         }
         TokenCmd::Revoke { admin, tenant, id } => {
             let api = Api::new(&admin)?;
-            print_json(&api.call(reqwest::Method::DELETE, &format!("/v1/tenants/{tenant}/tokens/{id}"), None).await?);
+            print_json(
+                &api.call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/tenants/{tenant}/tokens/{id}"),
+                    None,
+                )
+                .await?,
+            );
             Ok(())
         }
         TokenCmd::Rotate {
@@ -526,13 +622,27 @@ async fn token(cmd: TokenCmd) -> Result<(), CliError> {
         }
         TokenCmd::Unblock { admin, tenant, id } => {
             let api = Api::new(&admin)?;
-            print_json(&api.call(reqwest::Method::POST, &format!("/v1/tenants/{tenant}/tokens/{id}/unblock"), None).await?);
+            print_json(
+                &api.call(
+                    reqwest::Method::POST,
+                    &format!("/v1/tenants/{tenant}/tokens/{id}/unblock"),
+                    None,
+                )
+                .await?,
+            );
             Ok(())
         }
     }
 }
 
-async fn sessions(admin: AdminArgs, tenant: String, token_id: Option<String>, since: Option<String>, limit: usize, follow: bool) -> Result<(), CliError> {
+async fn sessions(
+    admin: AdminArgs,
+    tenant: String,
+    token_id: Option<String>,
+    since: Option<String>,
+    limit: usize,
+    follow: bool,
+) -> Result<(), CliError> {
     let api = Api::new(&admin)?;
     let mut since = since;
     let mut seen_ts = 0u64;
@@ -542,10 +652,23 @@ async fn sessions(admin: AdminArgs, tenant: String, token_id: Option<String>, si
             q.push_str(&format!("&token_id={t}"));
         }
         if let Some(s) = &since {
-            q.push_str(&format!("&since={}", s.replace(':', "%3A").replace('+', "%2B")));
+            q.push_str(&format!(
+                "&since={}",
+                s.replace(':', "%3A").replace('+', "%2B")
+            ));
         }
-        let v = api.call(reqwest::Method::GET, &format!("/v1/tenants/{tenant}/sessions?{q}"), None).await?;
-        let mut records: Vec<Value> = v.get("records").and_then(Value::as_array).cloned().unwrap_or_default();
+        let v = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/v1/tenants/{tenant}/sessions?{q}"),
+                None,
+            )
+            .await?;
+        let mut records: Vec<Value> = v
+            .get("records")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         records.reverse(); // oldest first, like a log
         for r in &records {
             let ts = r.get("ts").and_then(Value::as_u64).unwrap_or(0);

@@ -86,7 +86,11 @@ struct KeyringReloader {
 #[async_trait]
 impl BackgroundService for KeyringReloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let stamp = |p: &PathBuf| std::fs::metadata(p).ok().and_then(|m| m.modified().ok().map(|t| (t, m.len())));
+        let stamp = |p: &PathBuf| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| m.modified().ok().map(|t| (t, m.len())))
+        };
         let mut last = stamp(&self.path);
         let mut tick = tokio::time::interval(self.interval);
         loop {
@@ -157,8 +161,10 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         cfg.tls.default_cert.clone(),
         cfg.tls.reload_interval,
     );
-    let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeHook { tenants: tenants.clone() }))
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeHook {
+        tenants: tenants.clone(),
+    }))
+    .map_err(|e| ServeError::Tls(e.to_string()))?;
     tls.set_cert_resolver(certs.resolver());
     tls.enable_h2();
 
@@ -174,7 +180,8 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         anomaly: anomaly.clone(),
     };
     let conf = server.configuration.clone();
-    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(&conf, proxy, "tessera proxy");
+    let mut proxy_service =
+        pingora::proxy::http_proxy_service_with_name(&conf, proxy, "tessera proxy");
     proxy_service.add_tls_with_settings(&cfg.listen.https.to_string(), None, tls);
     if let Some(http) = cfg.listen.http {
         proxy_service.add_tcp(&http.to_string());
@@ -200,7 +207,10 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         server.add_service(m);
     }
 
-    server.add_service(background_service("certificate reloader", ArcService(certs)));
+    server.add_service(background_service(
+        "certificate reloader",
+        ArcService(certs),
+    ));
     if let KeysConf::File(path) = &cfg.keys {
         server.add_service(background_service(
             "keyring reloader",

@@ -18,21 +18,40 @@ fn handshake(port: u16, sni: &str, ca_pem: &str) -> Result<Vec<u8>, String> {
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let cfg = pingora::tls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let cfg = pingora::tls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
         let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
-        let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
         let (_, conn) = tls.get_ref();
-        Ok(conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default())
+        Ok(conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default())
     })
 }
 
 fn leaf_der(pem_path: &std::path::Path) -> Vec<u8> {
     use rustls_pki_types::pem::PemObject;
-    rustls_pki_types::CertificateDer::pem_file_iter(pem_path).unwrap().next().unwrap().unwrap().to_vec()
+    rustls_pki_types::CertificateDer::pem_file_iter(pem_path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
 }
 
 fn two_tenants() -> (Setup, std::net::SocketAddr) {
@@ -40,7 +59,8 @@ fn two_tenants() -> (Setup, std::net::SocketAddr) {
     let setup = Setup::new(vec![
         TenantSpec::new("acme", &["saas.acme.example", "*.acme.example"], up)
             .extra("    auth: none\n    headers: { X-Env: prod, X-Team: integrations }"),
-        TenantSpec::new("globex", &["api.globex.example"], up).extra("    auth: none\n    tenant_header: X-Amz-Tenant-Id"),
+        TenantSpec::new("globex", &["api.globex.example"], up)
+            .extra("    auth: none\n    tenant_header: X-Amz-Tenant-Id"),
     ]);
     (setup, up)
 }
@@ -68,14 +88,31 @@ fn default_cert_serves_unknown_sni_with_404_json() {
     let (mut setup, _) = two_tenants();
     let leaf = setup.ca.issue(&["fallback.example"]).unwrap();
     let (cert, key) = leaf.write(setup.dir.path(), "fallback").unwrap();
-    setup.extra = format!("tls: {{ reload_interval: 200ms, default_cert: {{ cert: \"{}\", key: \"{}\" }} }}\n", cert.display(), key.display());
+    setup.extra = format!(
+        "tls: {{ reload_interval: 200ms, default_cert: {{ cert: \"{}\", key: \"{}\" }} }}\n",
+        cert.display(),
+        key.display()
+    );
     // `tls:` appears twice otherwise; drop the harness default by rendering ourselves.
     let ports = Ports::new();
-    let yaml = setup.yaml(&ports, "dflt").replacen("tls: { reload_interval: 200ms }\n", "", 1);
+    let yaml = setup
+        .yaml(&ports, "dflt")
+        .replacen("tls: { reload_interval: 200ms }\n", "", 1);
     let cfg = setup.path("dflt.yaml");
     std::fs::write(&cfg, yaml).unwrap();
-    let t = Tessera::spawn(cfg, ports, setup.path("dflt.log"), setup.path("dflt.jsonl"), setup.ca_pem.clone(), setup.admin_token.clone(), &[]);
-    assert_eq!(handshake(t.ports.https, "fallback.example", &setup.ca_pem).unwrap(), leaf_der(&cert));
+    let t = Tessera::spawn(
+        cfg,
+        ports,
+        setup.path("dflt.log"),
+        setup.path("dflt.jsonl"),
+        setup.ca_pem.clone(),
+        setup.admin_token.clone(),
+        &[],
+    );
+    assert_eq!(
+        handshake(t.ports.https, "fallback.example", &setup.ca_pem).unwrap(),
+        leaf_der(&cert)
+    );
     let c = t.client(&["fallback.example"]);
     let r = c.get(t.url("fallback.example", "/x")).send().unwrap();
     assert_eq!(r.status(), 404);
@@ -96,7 +133,11 @@ fn host_of_another_tenant_is_misdirected_421() {
     assert_eq!(r.status(), 421);
     assert_eq!(r.headers()["content-type"], "application/json");
     // A Host no tenant serves, on a known SNI: also misdirected.
-    let r = c.get(t.url("saas.acme.example", "/x")).header("host", "nobody.example").send().unwrap();
+    let r = c
+        .get(t.url("saas.acme.example", "/x"))
+        .header("host", "nobody.example")
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 421);
     // Plain HTTP listener: unknown Host → 404 JSON.
     let r = reqwest::blocking::Client::new()
@@ -137,12 +178,21 @@ fn tenant_and_forwarding_headers_are_set_and_spoofs_removed() {
     assert_eq!(h["x-team"], "integrations");
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
-    assert_eq!(h["x-forwarded-host"], format!("saas.acme.example:{}", t.ports.https));
+    assert_eq!(
+        h["x-forwarded-host"],
+        format!("saas.acme.example:{}", t.ports.https)
+    );
     assert_eq!(h["host"], up.to_string());
     assert_eq!(h["x-request-id"], "client-req-1");
-    assert!(h.get("x-hop").is_none(), "Connection-listed header forwarded");
+    assert!(
+        h.get("x-hop").is_none(),
+        "Connection-listed header forwarded"
+    );
     assert!(h.get("proxy-authorization").is_none());
-    assert!(h.get("authorization").is_none(), "auth: none strips the client's Authorization");
+    assert!(
+        h.get("authorization").is_none(),
+        "auth: none strips the client's Authorization"
+    );
 
     // Configured header name (Lambda tenant isolation) and a generated request id.
     let r = c
@@ -165,7 +215,11 @@ fn http2_works() {
     let t = setup.start("h2");
     let c = client_for(&setup.ca_pem, t.ports.https, &["saas.acme.example"], true);
     for _ in 0..3 {
-        let r = c.post(t.url("saas.acme.example", "/h2")).body("hello").send().unwrap();
+        let r = c
+            .post(t.url("saas.acme.example", "/h2"))
+            .body("hello")
+            .send()
+            .unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
         assert_eq!(r.status(), 200);
         let v: Value = r.json().unwrap();
@@ -185,7 +239,10 @@ fn https_upstream_verified_and_bad_upstream_cert_refused() {
     let ca_file = dir.path().join("upstream-ca.pem");
     std::fs::write(&ca_file, ca.ca_pem()).unwrap();
     let spec = |id: &str, host: &str, addr: std::net::SocketAddr| {
-        let mut s = TenantSpec::new(id, &[host], addr).extra(&format!("    auth: none\n    upstream_ca: \"{}\"", ca_file.display()));
+        let mut s = TenantSpec::new(id, &[host], addr).extra(&format!(
+            "    auth: none\n    upstream_ca: \"{}\"",
+            ca_file.display()
+        ));
         s.upstream = format!("https://localhost:{}", addr.port());
         s
     };
@@ -209,9 +266,15 @@ fn https_upstream_verified_and_bad_upstream_cert_refused() {
 #[test]
 fn unreachable_upstream_is_502_json() {
     let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let setup = Setup::new(vec![TenantSpec::new("dead", &["dead.example"], dead).extra("    auth: none")]);
+    let setup = Setup::new(vec![
+        TenantSpec::new("dead", &["dead.example"], dead).extra("    auth: none")
+    ]);
     let t = setup.start("dead");
-    let r = t.client(&["dead.example"]).get(t.url("dead.example", "/")).send().unwrap();
+    let r = t
+        .client(&["dead.example"])
+        .get(t.url("dead.example", "/"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 502);
     let v: Value = r.json().unwrap();
     assert_eq!(v["error"], "bad_gateway");
@@ -224,21 +287,44 @@ fn certificate_hot_reload_seen_by_next_handshake_and_bad_file_keeps_old() {
     let before = handshake(t.ports.https, "saas.acme.example", &setup.ca_pem).unwrap();
     // A long-lived connection opened before the reload keeps working.
     let c = t.client(&["saas.acme.example"]);
-    assert_eq!(c.get(t.url("saas.acme.example", "/")).send().unwrap().status(), 200);
+    assert_eq!(
+        c.get(t.url("saas.acme.example", "/"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
 
     let new_leaf = setup.write_cert(&setup.tenants[0]);
     let new_der = leaf_der(&setup.path("acme.pem"));
     assert_ne!(before, new_der);
-    let seen = eventually(Duration::from_secs(10), || handshake(t.ports.https, "saas.acme.example", &setup.ca_pem).ok() == Some(new_der.clone()));
+    let seen = eventually(Duration::from_secs(10), || {
+        handshake(t.ports.https, "saas.acme.example", &setup.ca_pem).ok() == Some(new_der.clone())
+    });
     assert!(seen.is_some(), "new certificate not served");
-    assert_eq!(c.get(t.url("saas.acme.example", "/")).send().unwrap().status(), 200);
+    assert_eq!(
+        c.get(t.url("saas.acme.example", "/"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
     drop(new_leaf);
 
     // A broken certificate file: the previous certificate stays, an error is logged.
-    std::fs::write(setup.path("acme.pem"), "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
-    let logged = eventually(Duration::from_secs(10), || t.log_text().contains("certificate reload failed"));
+    std::fs::write(
+        setup.path("acme.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let logged = eventually(Duration::from_secs(10), || {
+        t.log_text().contains("certificate reload failed")
+    });
     assert!(logged.is_some(), "reload error not logged");
-    assert_eq!(handshake(t.ports.https, "saas.acme.example", &setup.ca_pem).unwrap(), new_der);
+    assert_eq!(
+        handshake(t.ports.https, "saas.acme.example", &setup.ca_pem).unwrap(),
+        new_der
+    );
     assert!(t.metric("tessera_cert_reloads_total", &[("result", "error")]) >= 1.0);
     assert!(t.metric("tessera_cert_reloads_total", &[("result", "ok")]) >= 1.0);
 }
@@ -252,7 +338,11 @@ fn sigterm_drains_in_flight_requests() {
     let inflight = std::thread::spawn(move || c.get(url).send().map(|r| r.status().as_u16()));
     std::thread::sleep(Duration::from_millis(300));
     assert!(t.terminate(), "tessera did not exit cleanly after SIGTERM");
-    assert_eq!(inflight.join().unwrap().unwrap(), 200, "in-flight request was cut");
+    assert_eq!(
+        inflight.join().unwrap().unwrap(),
+        200,
+        "in-flight request was cut"
+    );
 }
 
 #[test]
@@ -264,7 +354,11 @@ fn example_config_and_check_config_command() {
         .args(["check-config", "-c", "conf/tessera.example.yaml"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 
     // A broken config: exit code non-zero, messages name key, value and fix.
@@ -275,15 +369,34 @@ fn example_config_and_check_config_command() {
         "listen: { https: \"nonsense\" }\ntenants:\n  - id: Acme!\n    hostnames: [\"bad host\"]\n    cert: /nope.pem\n    key: /nope.key\n    upstream: ftp://x\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera")).args(["check-config", "-c"]).arg(&bad).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["check-config", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["listen.https", "\"nonsense\"", "tenants[0].id", "tenants[0].hostnames[0]", "tenants[0].upstream", "http:// or https://"] {
+    for needle in [
+        "listen.https",
+        "\"nonsense\"",
+        "tenants[0].id",
+        "tenants[0].hostnames[0]",
+        "tenants[0].upstream",
+        "http:// or https://",
+    ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
     // Unknown keys are errors.
-    std::fs::write(&bad, "listen: { https: \"127.0.0.1:1\", htps: \"x\" }\ntenants: []\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera")).args(["check-config", "-c"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        "listen: { https: \"127.0.0.1:1\", htps: \"x\" }\ntenants: []\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["check-config", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `htps`"));
 }

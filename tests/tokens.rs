@@ -28,7 +28,10 @@ fn get(t: &Tessera, host: &str, part_a: Option<&str>) -> reqwest::blocking::Resp
 
 fn assert_401(r: reqwest::blocking::Response) {
     assert_eq!(r.status(), 401);
-    let www = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+    let www = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(www.starts_with("Bearer"), "{www}");
     let v: Value = r.json().unwrap();
     assert_eq!(v["error"], "invalid_token");
@@ -47,7 +50,11 @@ fn refusals_are_401_and_counted_by_reason() {
     // Malformed: a typo is caught by the checksum.
     let mut typo = part_a.clone().into_bytes();
     typo[30] = if typo[30] == b'a' { b'b' } else { b'a' };
-    assert_401(get(&t, "saas.acme.example", Some(std::str::from_utf8(&typo).unwrap())));
+    assert_401(get(
+        &t,
+        "saas.acme.example",
+        Some(std::str::from_utf8(&typo).unwrap()),
+    ));
     assert_401(get(&t, "saas.acme.example", Some("not-a-part-a")));
     // Unknown: well formed, right tenant, but no record.
     let ring = tessera::token::Keyring::parse(&format!("k1 {}", "11".repeat(32))).unwrap();
@@ -65,21 +72,42 @@ fn refusals_are_401_and_counted_by_reason() {
     assert_401(get(&t, "api.globex.example", Some(&part_a)));
     // Expired.
     let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
-    let exp = soon.format(&time::format_description::well_known::Rfc3339).unwrap();
-    let (s, v) = t.admin_call("POST", "/v1/tenants/acme/tokens", Some(json!({"token": "short-lived", "expires_at": exp})));
+    let exp = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (s, v) = t.admin_call(
+        "POST",
+        "/v1/tenants/acme/tokens",
+        Some(json!({"token": "short-lived", "expires_at": exp})),
+    );
     assert_eq!(s, 201);
     let short = v["part_a"].as_str().unwrap().to_string();
     assert_eq!(get(&t, "saas.acme.example", Some(&short)).status(), 200);
     std::thread::sleep(Duration::from_millis(2100));
     assert_401(get(&t, "saas.acme.example", Some(&short)));
 
-    for (result, tenant) in [("missing", "acme"), ("malformed", "acme"), ("unknown", "acme"), ("wrong_tenant", "globex"), ("expired", "acme"), ("ok", "acme")] {
+    for (result, tenant) in [
+        ("missing", "acme"),
+        ("malformed", "acme"),
+        ("unknown", "acme"),
+        ("wrong_tenant", "globex"),
+        ("expired", "acme"),
+        ("ok", "acme"),
+    ] {
         assert!(
-            t.metric("tessera_token_verifications_total", &[("tenant", tenant), ("result", result)]) >= 1.0,
+            t.metric(
+                "tessera_token_verifications_total",
+                &[("tenant", tenant), ("result", result)]
+            ) >= 1.0,
             "no {result} counted"
         );
     }
-    assert!(t.metric("tessera_token_verifications_total", &[("result", "malformed")]) >= 2.0);
+    assert!(
+        t.metric(
+            "tessera_token_verifications_total",
+            &[("result", "malformed")]
+        ) >= 2.0
+    );
 }
 
 #[test]
@@ -93,7 +121,10 @@ fn mint_forward_revoke_rotate_embedded() {
     assert_eq!(r.status(), 200);
     let body = r.text().unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["headers"]["authorization"], format!("Bearer {UPSTREAM_TOKEN}"));
+    assert_eq!(
+        v["headers"]["authorization"],
+        format!("Bearer {UPSTREAM_TOKEN}")
+    );
     assert_eq!(v["headers"]["x-tenant-id"], "acme");
     assert!(!body.contains(&part_a), "Part A reached the upstream");
 
@@ -110,7 +141,11 @@ fn mint_forward_revoke_rotate_embedded() {
     assert_eq!(get(&t2, "saas.acme.example", Some(&part_a)).status(), 200);
 
     // Rotate with the current Part A: new works, old refused.
-    let (s, v) = t2.admin_call("POST", &format!("/v1/tenants/acme/tokens/{id}/rotate"), Some(json!({"part_a": part_a})));
+    let (s, v) = t2.admin_call(
+        "POST",
+        &format!("/v1/tenants/acme/tokens/{id}/rotate"),
+        Some(json!({"part_a": part_a})),
+    );
     assert_eq!(s, 201, "{v}");
     let new_a = v["part_a"].as_str().unwrap().to_string();
     let new_id = v["id"].as_str().unwrap().to_string();
@@ -118,17 +153,29 @@ fn mint_forward_revoke_rotate_embedded() {
     assert_ne!(new_id, id);
     let r = get(&t2, "saas.acme.example", Some(&new_a));
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().unwrap()["headers"]["authorization"], format!("Bearer {UPSTREAM_TOKEN}"));
+    assert_eq!(
+        r.json::<Value>().unwrap()["headers"]["authorization"],
+        format!("Bearer {UPSTREAM_TOKEN}")
+    );
     assert_401(get(&t2, "saas.acme.example", Some(&part_a)));
     // Rotating with a wrong Part A is refused.
-    let (s, _) = t2.admin_call("POST", &format!("/v1/tenants/acme/tokens/{new_id}/rotate"), Some(json!({"part_a": part_a})));
+    let (s, _) = t2.admin_call(
+        "POST",
+        &format!("/v1/tenants/acme/tokens/{new_id}/rotate"),
+        Some(json!({"part_a": part_a})),
+    );
     assert_eq!(s, 400);
 
     // Revoke: next request refused, counted as revoked.
     let (s, _) = t2.admin_call("DELETE", &format!("/v1/tenants/acme/tokens/{new_id}"), None);
     assert_eq!(s, 200);
     assert_401(get(&t2, "saas.acme.example", Some(&new_a)));
-    assert!(t2.metric("tessera_token_verifications_total", &[("result", "revoked")]) >= 1.0);
+    assert!(
+        t2.metric(
+            "tessera_token_verifications_total",
+            &[("result", "revoked")]
+        ) >= 1.0
+    );
     let (s, _) = t2.admin_call("DELETE", &format!("/v1/tenants/acme/tokens/{new_id}"), None);
     assert_eq!(s, 404, "second revoke says it is gone");
 }
@@ -137,14 +184,23 @@ fn mint_forward_revoke_rotate_embedded() {
 fn custom_header_form() {
     let setup = setup_one("");
     let t = setup.start("hdrform");
-    let (s, v) = t.admin_call("POST", "/v1/tenants/acme/tokens", Some(json!({"token": "key-123", "header": "X-Api-Key"})));
+    let (s, v) = t.admin_call(
+        "POST",
+        "/v1/tenants/acme/tokens",
+        Some(json!({"token": "key-123", "header": "X-Api-Key"})),
+    );
     assert_eq!(s, 201, "{v}");
     let r = get(&t, "saas.acme.example", Some(v["part_a"].as_str().unwrap()));
     let body: Value = r.json().unwrap();
     assert_eq!(body["headers"]["x-api-key"], "key-123");
     assert!(body["headers"].get("authorization").is_none());
     // Bad mint input is a clear 400.
-    for bad in [json!({"token": "has space"}), json!({"label": "no token"}), json!({"token": "x", "header": "Host"}), json!({"token": "x", "expires_at": "yesterday"})] {
+    for bad in [
+        json!({"token": "has space"}),
+        json!({"label": "no token"}),
+        json!({"token": "x", "header": "Host"}),
+        json!({"token": "x", "expires_at": "yesterday"}),
+    ] {
         let (s, v) = t.admin_call("POST", "/v1/tenants/acme/tokens", Some(bad.clone()));
         assert_eq!(s, 400, "{bad} → {v}");
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
@@ -159,21 +215,38 @@ fn admin_scopes() {
     let (id, part_a) = t.mint("acme", UPSTREAM_TOKEN);
     let (gid, _) = t.mint("globex", "globex-secret");
     // No or wrong token → 401.
-    let r = t.admin.get(t.admin_url("/v1/tenants/acme/tokens")).send().unwrap();
+    let r = t
+        .admin
+        .get(t.admin_url("/v1/tenants/acme/tokens"))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401);
     let (s, _) = t.admin_call_as("tsa_wrong", "GET", "/v1/tenants/acme/tokens", None);
     assert_eq!(s, 401);
     // Tenant scope: own tenant yes, other tenant and key rotation no.
     let (s, _) = t.admin_call_as(&acme_secops, "GET", "/v1/tenants/acme/tokens", None);
     assert_eq!(s, 200);
-    let (s, _) = t.admin_call_as(&acme_secops, "DELETE", &format!("/v1/tenants/globex/tokens/{gid}"), None);
+    let (s, _) = t.admin_call_as(
+        &acme_secops,
+        "DELETE",
+        &format!("/v1/tenants/globex/tokens/{gid}"),
+        None,
+    );
     assert_eq!(s, 403);
     let (s, _) = t.admin_call_as(&acme_secops, "POST", "/v1/keys/rotate", None);
     assert_eq!(s, 403);
     let (s, _) = t.admin_call_as(&acme_secops, "GET", "/v1/tenants/nosuch/tokens", None);
-    assert_eq!(s, 403, "tenant-scoped callers learn nothing about other tenants");
+    assert_eq!(
+        s, 403,
+        "tenant-scoped callers learn nothing about other tenants"
+    );
     // The tenant's own security team revokes its integration.
-    let (s, _) = t.admin_call_as(&acme_secops, "DELETE", &format!("/v1/tenants/acme/tokens/{id}"), None);
+    let (s, _) = t.admin_call_as(
+        &acme_secops,
+        "DELETE",
+        &format!("/v1/tenants/acme/tokens/{id}"),
+        None,
+    );
     assert_eq!(s, 200);
     assert_401(get(&t, "saas.acme.example", Some(&part_a)));
     let (s, _) = t.admin_call("GET", "/v1/tenants/nosuch/tokens", None);
@@ -189,15 +262,31 @@ fn redis_store_revoke_by_redis_cli_del_and_fail_closed() {
     t.wait_ready();
     let (id, part_a) = t.mint("acme", UPSTREAM_TOKEN);
     let key = format!("tessera:frag:acme:{id}");
-    assert_eq!(redis.cli(&["EXISTS", &key]).unwrap().trim(), "1", "documented key layout");
+    assert_eq!(
+        redis.cli(&["EXISTS", &key]).unwrap().trim(),
+        "1",
+        "documented key layout"
+    );
     assert_eq!(get(&t, "saas.acme.example", Some(&part_a)).status(), 200);
 
     // Tampering with the stored record is detected before anything goes upstream.
     let (id2, part_a2) = t.mint("acme", "second-token");
     let key2 = format!("tessera:frag:acme:{id2}");
     redis.cli(&["SETRANGE", &key2, "40", "XXXX"]).unwrap();
-    assert!(eventually(Duration::from_secs(2), || get(&t, "saas.acme.example", Some(&part_a2)).status() == 401).is_some());
-    assert!(t.metric("tessera_token_verifications_total", &[("result", "tampered")]) >= 1.0);
+    assert!(eventually(Duration::from_secs(2), || get(
+        &t,
+        "saas.acme.example",
+        Some(&part_a2)
+    )
+    .status()
+        == 401)
+    .is_some());
+    assert!(
+        t.metric(
+            "tessera_token_verifications_total",
+            &[("result", "tampered")]
+        ) >= 1.0
+    );
 
     // Redis down: fail closed with 503 + Retry-After, never forwarded.
     redis.stop();
@@ -207,17 +296,29 @@ fn redis_store_revoke_by_redis_cli_del_and_fail_closed() {
     });
     assert!(refused.is_some(), "no 503 while Redis is down");
     assert!(!t.ready(), "/readyz must report the blind instance");
-    assert!(t.metric("tessera_token_verifications_total", &[("result", "store_unavailable")]) >= 1.0);
+    assert!(
+        t.metric(
+            "tessera_token_verifications_total",
+            &[("result", "store_unavailable")]
+        ) >= 1.0
+    );
     assert_eq!(t.metric("tessera_store_up", &[]), 0.0);
     // Redis back: works again by itself.
     redis.restart();
-    let back = eventually(Duration::from_secs(10), || get(&t, "saas.acme.example", Some(&part_a)).status() == 200);
-    assert!(back.is_some(), "service did not resume after Redis came back");
+    let back = eventually(Duration::from_secs(10), || {
+        get(&t, "saas.acme.example", Some(&part_a)).status() == 200
+    });
+    assert!(
+        back.is_some(),
+        "service did not resume after Redis came back"
+    );
     t.wait_ready();
 
     // A security team revokes with a plain redis-cli DEL.
     assert_eq!(redis.cli(&["DEL", &key]).unwrap().trim(), "1");
-    let gone = eventually(Duration::from_millis(500), || get(&t, "saas.acme.example", Some(&part_a)).status() == 401);
+    let gone = eventually(Duration::from_millis(500), || {
+        get(&t, "saas.acme.example", Some(&part_a)).status() == 401
+    });
     assert!(gone.is_some(), "DEL did not revoke");
 }
 
@@ -234,19 +335,66 @@ fn secrets_never_logged() {
     let (_, part_a_other) = t.mint("globex", "globex-upstream-secret-42");
     let c = t.client(&["saas.acme.example", "api.globex.example"]);
     for _ in 0..3 {
-        assert_eq!(c.get(t.url("saas.acme.example", "/x?api_key=querysecret")).bearer_auth(&part_a).send().unwrap().status(), 200);
-        let _ = c.get(t.url("api.globex.example", "/x")).bearer_auth(&part_a).send().unwrap();
-        let _ = c.post(t.url("saas.acme.example", "/y")).bearer_auth(&part_a_other).body("b").send().unwrap();
+        assert_eq!(
+            c.get(t.url("saas.acme.example", "/x?api_key=querysecret"))
+                .bearer_auth(&part_a)
+                .send()
+                .unwrap()
+                .status(),
+            200
+        );
+        let _ = c
+            .get(t.url("api.globex.example", "/x"))
+            .bearer_auth(&part_a)
+            .send()
+            .unwrap();
+        let _ = c
+            .post(t.url("saas.acme.example", "/y"))
+            .bearer_auth(&part_a_other)
+            .body("b")
+            .send()
+            .unwrap();
     }
     let h2 = client_for(&setup.ca_pem, t.ports.https, &["saas.acme.example"], true);
-    assert_eq!(h2.get(t.url("saas.acme.example", "/h2")).bearer_auth(&part_a).send().unwrap().status(), 200);
-    let (s, v) = t.admin_call("POST", &format!("/v1/tenants/acme/tokens/{id}/rotate"), Some(json!({"part_a": part_a})));
+    assert_eq!(
+        h2.get(t.url("saas.acme.example", "/h2"))
+            .bearer_auth(&part_a)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    let (s, v) = t.admin_call(
+        "POST",
+        &format!("/v1/tenants/acme/tokens/{id}/rotate"),
+        Some(json!({"part_a": part_a})),
+    );
     assert_eq!(s, 201);
     let rotated = v["part_a"].as_str().unwrap().to_string();
-    assert_eq!(c.get(t.url("saas.acme.example", "/z")).bearer_auth(&rotated).send().unwrap().status(), 200);
-    let _ = c.get(t.url("saas.acme.example", "/z")).bearer_auth(&part_a).send().unwrap();
+    assert_eq!(
+        c.get(t.url("saas.acme.example", "/z"))
+            .bearer_auth(&rotated)
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    let _ = c
+        .get(t.url("saas.acme.example", "/z"))
+        .bearer_auth(&part_a)
+        .send()
+        .unwrap();
     // Session records are written asynchronously; wait for them, then stop to flush logs.
-    assert!(eventually(Duration::from_secs(5), || std::fs::read_to_string(&t.sessions).unwrap_or_default().lines().count() >= 12).is_some());
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(
+            &t.sessions
+        )
+        .unwrap_or_default()
+        .lines()
+        .count()
+            >= 12)
+        .is_some()
+    );
     let log = t.log_text();
     assert!(log.contains(&id), "token ids are what gets logged");
     let sessions = std::fs::read_to_string(&t.sessions).unwrap();
@@ -255,10 +403,20 @@ fn secrets_never_logged() {
     let body_a = &part_a[4..40];
     assert_not_in_files(
         &[&t.log, &t.sessions],
-        &[UPSTREAM_TOKEN, "globex-upstream-secret-42", &part_a, body_a, &part_a_other, &rotated, &rotated[4..40]],
+        &[
+            UPSTREAM_TOKEN,
+            "globex-upstream-secret-42",
+            &part_a,
+            body_a,
+            &part_a_other,
+            &rotated,
+            &rotated[4..40],
+        ],
     );
     // The Redis stream holds the same records: no secret there either.
-    let stream = redis.cli(&["XRANGE", "tessera:log:acme", "-", "+"]).unwrap();
+    let stream = redis
+        .cli(&["XRANGE", "tessera:log:acme", "-", "+"])
+        .unwrap();
     assert!(stream.contains(&id));
     for s in [UPSTREAM_TOKEN, part_a.as_str(), rotated.as_str()] {
         assert!(!stream.contains(s));

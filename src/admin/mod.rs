@@ -64,17 +64,26 @@ fn err(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
 
 fn store_err(e: StoreError) -> Reply {
     log::error!("admin: store error: {e}");
-    err(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the fragment store did not answer; retry")
+    err(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the fragment store did not answer; retry",
+    )
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -104,15 +113,47 @@ struct RotateBody {
 /// Check header form fields of a mint request; returns (header, scheme).
 fn header_form(header: Option<&str>, scheme: Option<&str>) -> Result<(String, String), Reply> {
     let header = header.unwrap_or("Authorization");
-    let name = http::HeaderName::from_bytes(header.as_bytes())
-        .map_err(|_| err(StatusCode::BAD_REQUEST, "bad_request", format!("header {header:?} is not a valid header name")))?;
-    if matches!(name.as_str(), "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade" | "cookie") {
-        return Err(err(StatusCode::BAD_REQUEST, "bad_request", format!("header {header:?} cannot carry a credential")));
+    let name = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+        err(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("header {header:?} is not a valid header name"),
+        )
+    })?;
+    if matches!(
+        name.as_str(),
+        "host"
+            | "connection"
+            | "content-length"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
+            | "cookie"
+    ) {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("header {header:?} cannot carry a credential"),
+        ));
     }
-    let default_scheme = if name == http::header::AUTHORIZATION { "Bearer" } else { "" };
+    let default_scheme = if name == http::header::AUTHORIZATION {
+        "Bearer"
+    } else {
+        ""
+    };
     let scheme = scheme.unwrap_or(default_scheme);
-    if scheme.len() > 32 || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(err(StatusCode::BAD_REQUEST, "bad_request", format!("scheme {scheme:?} must be letters, digits or '-' (e.g. Bearer, Token), or empty")));
+    if scheme.len() > 32
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "scheme {scheme:?} must be letters, digits or '-' (e.g. Bearer, Token), or empty"
+            ),
+        ));
     }
     Ok((header.to_string(), scheme.to_string()))
 }
@@ -121,7 +162,10 @@ impl AdminState {
     /// Which configured admin token this request carries. Compares against every hash, in
     /// constant time, without stopping at the first match.
     fn caller(&self, session: &ServerSession) -> Option<&AdminToken> {
-        let v = session.req_header().headers.get(http::header::AUTHORIZATION)?;
+        let v = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)?;
         let presented = crate::proxy::bearer_value(v.as_bytes())?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
@@ -150,16 +194,31 @@ impl AdminState {
             ("GET", ["healthz"]) => return Reply(StatusCode::OK, json!({"status": "ok"})),
             ("GET", ["readyz"]) => {
                 let r = self.store.readiness();
-                let status = if r.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                return Reply(status, json!({"ready": r.ready(), "store_up": r.store_up, "tracking_up": r.tracking_up}));
+                let status = if r.ready() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                return Reply(
+                    status,
+                    json!({"ready": r.ready(), "store_up": r.store_up, "tracking_up": r.tracking_up}),
+                );
             }
             _ => {}
         }
         if segs.first() != Some(&"v1") {
-            return err(StatusCode::NOT_FOUND, "not_found", "unknown path; see the admin API list in the README");
+            return err(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "unknown path; see the admin API list in the README",
+            );
         }
         let Some(caller) = self.caller(session) else {
-            return err(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <admin token> (configured in admin.tokens)");
+            return err(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send Authorization: Bearer <admin token> (configured in admin.tokens)",
+            );
         };
         let tenant = match segs.as_slice() {
             ["v1", "tenants", t, ..] => Some(*t),
@@ -168,14 +227,26 @@ impl AdminState {
         if let Some(t) = tenant {
             if self.tenants.by_id(t).is_none() {
                 return if Self::allowed(caller, Some(t)) {
-                    err(StatusCode::NOT_FOUND, "unknown_tenant", format!("no tenant {t:?} in the configuration"))
+                    err(
+                        StatusCode::NOT_FOUND,
+                        "unknown_tenant",
+                        format!("no tenant {t:?} in the configuration"),
+                    )
                 } else {
-                    err(StatusCode::FORBIDDEN, "forbidden", "this admin token may not act on that tenant")
+                    err(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        "this admin token may not act on that tenant",
+                    )
                 };
             }
         }
         if !Self::allowed(caller, tenant) {
-            return err(StatusCode::FORBIDDEN, "forbidden", "this admin token may not act on that tenant");
+            return err(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this admin token may not act on that tenant",
+            );
         }
         let body = if method == Method::POST {
             match read_body(session).await {
@@ -185,7 +256,15 @@ impl AdminState {
         } else {
             Zeroizing::new(Vec::new())
         };
-        let id = |s: &str| TokenId::parse(s).ok_or_else(|| err(StatusCode::BAD_REQUEST, "bad_request", format!("{s:?} is not a token id (32 hex characters)")));
+        let id = |s: &str| {
+            TokenId::parse(s).ok_or_else(|| {
+                err(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("{s:?} is not a token id (32 hex characters)"),
+                )
+            })
+        };
         let res = match (method.as_str(), segs.as_slice()) {
             ("POST", ["v1", "tenants", t, "tokens"]) => self.mint(caller, t, &body).await,
             ("GET", ["v1", "tenants", t, "tokens"]) => self.list(t).await,
@@ -204,7 +283,11 @@ impl AdminState {
             ("GET", ["v1", "tenants", t, "sessions"]) => self.sessions(t, &query).await,
             ("GET", ["v1", "keys"]) => self.keys().await,
             ("POST", ["v1", "keys", "rotate"]) => self.rotate_keys(caller).await,
-            _ => err(StatusCode::NOT_FOUND, "not_found", format!("no route for {method} {path}")),
+            _ => err(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {method} {path}"),
+            ),
         };
         res
     }
@@ -212,18 +295,43 @@ impl AdminState {
     async fn mint(&self, caller: &AdminToken, tenant: &str, body: &[u8]) -> Reply {
         let req: MintBody = match serde_json::from_slice(body) {
             Ok(r) => r,
-            Err(e) => return err(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}; expected {{\"token\": \"…\", \"label\": \"…\"}}")),
+            Err(e) => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("body: {e}; expected {{\"token\": \"…\", \"label\": \"…\"}}"),
+                )
+            }
         };
         if req.label.len() > 200 {
-            return err(StatusCode::BAD_REQUEST, "bad_request", "label is longer than 200 characters");
+            return err(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "label is longer than 200 characters",
+            );
         }
         let expires_at = match req.expires_at.as_deref() {
             None => None,
-            Some(s) => match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-                Ok(t) if t.unix_timestamp() > now() => Some(t.unix_timestamp()),
-                Ok(_) => return err(StatusCode::BAD_REQUEST, "bad_request", format!("expires_at {s:?} is in the past")),
-                Err(_) => return err(StatusCode::BAD_REQUEST, "bad_request", format!("expires_at {s:?} is not RFC 3339, e.g. 2027-01-31T00:00:00Z")),
-            },
+            Some(s) => {
+                match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                {
+                    Ok(t) if t.unix_timestamp() > now() => Some(t.unix_timestamp()),
+                    Ok(_) => {
+                        return err(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            format!("expires_at {s:?} is in the past"),
+                        )
+                    }
+                    Err(_) => {
+                        return err(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            format!("expires_at {s:?} is not RFC 3339, e.g. 2027-01-31T00:00:00Z"),
+                        )
+                    }
+                }
+            }
         };
         let (header, scheme) = match header_form(req.header.as_deref(), req.scheme.as_deref()) {
             Ok(v) => v,
@@ -237,20 +345,38 @@ impl AdminState {
             scheme,
             replaces: None,
         };
-        self.mint_meta(caller, tenant, req.token.as_bytes(), meta).await
+        self.mint_meta(caller, tenant, req.token.as_bytes(), meta)
+            .await
     }
 
-    async fn mint_meta(&self, caller: &AdminToken, tenant: &str, token: &[u8], meta: TokenMeta) -> Reply {
+    async fn mint_meta(
+        &self,
+        caller: &AdminToken,
+        tenant: &str,
+        token: &[u8],
+        meta: TokenMeta,
+    ) -> Reply {
         let keyring = self.keyring.load();
         let minted = match token::mint(&keyring, tenant, token, &meta) {
             Ok(m) => m,
-            Err(TokenError::BadUpstreamToken) => return err(StatusCode::BAD_REQUEST, "bad_request", TokenError::BadUpstreamToken.to_string()),
+            Err(TokenError::BadUpstreamToken) => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    TokenError::BadUpstreamToken.to_string(),
+                )
+            }
             Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         };
         if let Err(e) = self.store.put(tenant, &minted.id, &minted.record).await {
             return store_err(e);
         }
-        log::info!("admin: {} minted token_id={} tenant={tenant} label={:?}", caller.name, minted.id, meta.label);
+        log::info!(
+            "admin: {} minted token_id={} tenant={tenant} label={:?}",
+            caller.name,
+            minted.id,
+            meta.label
+        );
         Reply(
             StatusCode::CREATED,
             json!({
@@ -275,7 +401,9 @@ impl AdminState {
         };
         let keyring = self.keyring.load();
         let tindex = self.tenants.by_id(tenant).map(|t| t.index);
-        let quarantined = tindex.map(|i| self.anomaly.quarantined(i)).unwrap_or_default();
+        let quarantined = tindex
+            .map(|i| self.anomaly.quarantined(i))
+            .unwrap_or_default();
         let tokens: Vec<Value> = entries
             .iter()
             .map(|e| {
@@ -306,15 +434,33 @@ impl AdminState {
     async fn revoke(&self, caller: &AdminToken, tenant: &str, id: &TokenId) -> Reply {
         match self.store.get(tenant, id).await {
             Ok(Some(r)) if token::is_tombstone(&r).is_none() => {}
-            Ok(Some(_)) => return err(StatusCode::NOT_FOUND, "not_found", format!("token {id} is already revoked")),
-            Ok(None) => return err(StatusCode::NOT_FOUND, "not_found", format!("no token {id} for tenant {tenant}")),
+            Ok(Some(_)) => {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("token {id} is already revoked"),
+                )
+            }
+            Ok(None) => {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no token {id} for tenant {tenant}"),
+                )
+            }
             Err(e) => return store_err(e),
         }
         if let Err(e) = self.store.put(tenant, id, &token::tombstone(now())).await {
             return store_err(e);
         }
-        log::info!("admin: {} revoked token_id={id} tenant={tenant}", caller.name);
-        Reply(StatusCode::OK, json!({"id": id.to_string(), "revoked": true}))
+        log::info!(
+            "admin: {} revoked token_id={id} tenant={tenant}",
+            caller.name
+        );
+        Reply(
+            StatusCode::OK,
+            json!({"id": id.to_string(), "revoked": true}),
+        )
     }
 
     async fn rotate(&self, caller: &AdminToken, tenant: &str, id: &TokenId, body: &[u8]) -> Reply {
@@ -328,13 +474,25 @@ impl AdminState {
         };
         let record = match self.store.get(tenant, id).await {
             Ok(Some(r)) if token::is_tombstone(&r).is_none() => r,
-            Ok(_) => return err(StatusCode::NOT_FOUND, "not_found", format!("no active token {id} for tenant {tenant}")),
+            Ok(_) => {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no active token {id} for tenant {tenant}"),
+                )
+            }
             Err(e) => return store_err(e),
         };
         let keyring = self.keyring.load();
         let mut meta = match token::open_meta(&keyring, tenant, id, &record) {
             Ok(m) => m,
-            Err(e) => return err(StatusCode::CONFLICT, "unreadable", format!("record cannot be opened: {e}")),
+            Err(e) => {
+                return err(
+                    StatusCode::CONFLICT,
+                    "unreadable",
+                    format!("record cannot be opened: {e}"),
+                )
+            }
         };
         // Tessera never holds the token alone: rotation needs the current Part A (to
         // reconstruct it) or the upstream token itself.
@@ -361,9 +519,16 @@ impl AdminState {
         if let Err(e) = self.store.put(tenant, id, &token::tombstone(now())).await {
             // The new token exists; the old one is still live. Say so rather than hide it.
             log::error!("admin: rotate of token_id={id} tenant={tenant}: new token minted but old not revoked: {e}");
-            return err(StatusCode::SERVICE_UNAVAILABLE, "partial", "new token minted but the old one could not be revoked; revoke it again");
+            return err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "partial",
+                "new token minted but the old one could not be revoked; revoke it again",
+            );
         }
-        log::info!("admin: {} rotated token_id={id} tenant={tenant}", caller.name);
+        log::info!(
+            "admin: {} rotated token_id={id} tenant={tenant}",
+            caller.name
+        );
         reply
     }
 
@@ -372,8 +537,14 @@ impl AdminState {
             return err(StatusCode::NOT_FOUND, "unknown_tenant", tenant.to_string());
         };
         let was = self.anomaly.unblock(t.index, id);
-        log::info!("admin: {} unblocked token_id={id} tenant={tenant} (was quarantined: {was})", caller.name);
-        Reply(StatusCode::OK, json!({"id": id.to_string(), "was_quarantined": was}))
+        log::info!(
+            "admin: {} unblocked token_id={id} tenant={tenant} (was quarantined: {was})",
+            caller.name
+        );
+        Reply(
+            StatusCode::OK,
+            json!({"id": id.to_string(), "was_quarantined": was}),
+        )
     }
 
     async fn sessions(&self, tenant: &str, query: &str) -> Reply {
@@ -386,23 +557,48 @@ impl AdminState {
             match k {
                 "token_id" => {
                     if TokenId::parse(v).is_none() {
-                        return err(StatusCode::BAD_REQUEST, "bad_request", format!("token_id {v:?} is not 32 hex characters"));
+                        return err(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            format!("token_id {v:?} is not 32 hex characters"),
+                        );
                     }
                     q.token_id = Some(v.to_ascii_lowercase());
                 }
                 "since" => match parse_since(v) {
                     Some(ms) => q.since = Some(ms),
-                    None => return err(StatusCode::BAD_REQUEST, "bad_request", format!("since {v:?}: give Unix milliseconds or RFC 3339")),
+                    None => {
+                        return err(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            format!("since {v:?}: give Unix milliseconds or RFC 3339"),
+                        )
+                    }
                 },
                 "limit" => match v.parse::<usize>() {
                     Ok(n) if (1..=10_000).contains(&n) => q.limit = n,
-                    _ => return err(StatusCode::BAD_REQUEST, "bad_request", format!("limit {v:?}: give 1-10000")),
+                    _ => {
+                        return err(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            format!("limit {v:?}: give 1-10000"),
+                        )
+                    }
                 },
-                other => return err(StatusCode::BAD_REQUEST, "bad_request", format!("unknown parameter {other:?}; use token_id, since, limit")),
+                other => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("unknown parameter {other:?}; use token_id, since, limit"),
+                    )
+                }
             }
         }
         match self.sessions.query(tenant, &q).await {
-            Ok(records) => Reply(StatusCode::OK, json!({"tenant": tenant, "records": records})),
+            Ok(records) => Reply(
+                StatusCode::OK,
+                json!({"tenant": tenant, "records": records}),
+            ),
             Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e),
         }
     }
@@ -416,7 +612,9 @@ impl AdminState {
         let mut by_kid: BTreeMap<String, usize> = BTreeMap::new();
         for e in &entries {
             if let Some(k) = token::record_kid(&e.record) {
-                *by_kid.entry(String::from_utf8_lossy(k).into_owned()).or_default() += 1;
+                *by_kid
+                    .entry(String::from_utf8_lossy(k).into_owned())
+                    .or_default() += 1;
             }
         }
         Reply(
@@ -427,7 +625,11 @@ impl AdminState {
 
     async fn rotate_keys(&self, caller: &AdminToken) -> Reply {
         if caller.scope != Scope::Operator {
-            return err(StatusCode::FORBIDDEN, "forbidden", "key rotation needs an operator token");
+            return err(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "key rotation needs an operator token",
+            );
         }
         let entries = match self.store.list(None).await {
             Ok(e) => e,
@@ -438,14 +640,22 @@ impl AdminState {
         for e in &entries {
             match token::reseal(&keyring, &e.tenant, &e.id, &e.record) {
                 Ok(None) => current += 1,
-                Ok(Some(new)) => match self.store.replace_if(&e.tenant, &e.id, &e.record, &new).await {
+                Ok(Some(new)) => match self
+                    .store
+                    .replace_if(&e.tenant, &e.id, &e.record, &new)
+                    .await
+                {
                     Ok(true) => resealed += 1,
                     // Changed meanwhile (revoked or rotated): leave it, it was written under the active key.
                     Ok(false) => raced += 1,
                     Err(e) => return store_err(e),
                 },
                 Err(err) => {
-                    log::error!("admin: cannot reseal token_id={} tenant={}: {err}", e.id, e.tenant);
+                    log::error!(
+                        "admin: cannot reseal token_id={} tenant={}: {err}",
+                        e.id,
+                        e.tenant
+                    );
                     failed += 1;
                 }
             }
@@ -462,7 +672,11 @@ fn parse_since(v: &str) -> Option<u64> {
     if let Ok(ms) = v.parse::<u64>() {
         return Some(ms);
     }
-    let decoded = v.replace("%3A", ":").replace("%3a", ":").replace("%2B", "+").replace("%2b", "+");
+    let decoded = v
+        .replace("%3A", ":")
+        .replace("%3a", ":")
+        .replace("%2B", "+")
+        .replace("%2b", "+");
     time::OffsetDateTime::parse(&decoded, &time::format_description::well_known::Rfc3339)
         .ok()
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64)
@@ -474,12 +688,22 @@ async fn read_body(session: &mut ServerSession) -> Result<Zeroizing<Vec<u8>>, Re
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_BODY {
-                    return Err(err(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body over 64 KiB"));
+                    return Err(err(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        "request body over 64 KiB",
+                    ));
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) => return Err(err(StatusCode::BAD_REQUEST, "bad_request", format!("reading body: {e}"))),
+            Err(e) => {
+                return Err(err(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("reading body: {e}"),
+                ))
+            }
         }
     }
 }
@@ -496,7 +720,10 @@ impl ServeHttp for AdminApp {
             400..=499 => "bad_request",
             _ => "error",
         };
-        metrics::global().admin_requests.with_label_values(&[outcome]).inc();
+        metrics::global()
+            .admin_requests
+            .with_label_values(&[outcome])
+            .inc();
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         Response::builder()
             .status(status)

@@ -63,7 +63,11 @@ impl Flags {
     }
     /// Kind names, for session records.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        ANOMALY_KINDS.iter().enumerate().filter(|(i, _)| self.has(*i)).map(|(_, n)| *n)
+        ANOMALY_KINDS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.has(*i))
+            .map(|(_, n)| *n)
     }
 }
 
@@ -141,12 +145,20 @@ fn ip_prefix(ip: IpAddr, v4: u8, v6: u8) -> u64 {
     match ip {
         IpAddr::V4(a) => {
             let bits = u32::from(a);
-            let mask = if v4 == 0 { 0 } else { u32::MAX << (32 - u32::from(v4.min(32))) };
+            let mask = if v4 == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(v4.min(32)))
+            };
             hash64(&(4u8, bits & mask))
         }
         IpAddr::V6(a) => {
             let bits = u128::from(a);
-            let mask = if v6 == 0 { 0 } else { u128::MAX << (128 - u32::from(v6.min(128))) };
+            let mask = if v6 == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(v6.min(128)))
+            };
             hash64(&(6u8, bits & mask))
         }
     }
@@ -228,7 +240,9 @@ impl TokenState {
         self.min_responses += 1;
         if matches!(o.status, 401 | 403) {
             self.min_auth_fail += 1;
-            if u64::from(self.min_auth_fail) >= c.auth_failure_burst && self.min_auth_fail * 2 > self.min_responses {
+            if u64::from(self.min_auth_fail) >= c.auth_failure_burst
+                && self.min_auth_fail * 2 > self.min_responses
+            {
                 f.set(AUTH_FAILURE_BURST);
             }
         }
@@ -266,7 +280,8 @@ impl TokenState {
 
         // Count each kind once per window (rate/bytes) or minute (the others).
         let window_kinds = Flags(f.0 & ((1 << RATE_SPIKE) | (1 << BYTES_SPIKE)));
-        let minute_kinds = Flags(f.0 & ((1 << AUTH_FAILURE_BURST) | (1 << SCAN) | (1 << OFF_HOURS)));
+        let minute_kinds =
+            Flags(f.0 & ((1 << AUTH_FAILURE_BURST) | (1 << SCAN) | (1 << OFF_HOURS)));
         let new_window = Flags(window_kinds.0 & !self.fired_window);
         let new_minute = Flags(minute_kinds.0 & !self.fired_minute);
         self.fired_window |= window_kinds.0;
@@ -297,7 +312,12 @@ pub struct Detector {
 
 impl Detector {
     pub fn new(tenants: Arc<TenantTable>) -> Arc<Detector> {
-        let cap = tenants.iter().map(|t| t.anomaly.max_tracked_tokens).max().unwrap_or(100_000).max(16);
+        let cap = tenants
+            .iter()
+            .map(|t| t.anomaly.max_tracked_tokens)
+            .max()
+            .unwrap_or(100_000)
+            .max(16);
         let n = tenants.len();
         Arc::new(Detector {
             tenants,
@@ -313,12 +333,16 @@ impl Detector {
         if self.quarantined.load(Ordering::Acquire) == 0 {
             return false;
         }
-        self.quarantine.read().is_ok_and(|q| q.contains(&(tenant, *id)))
+        self.quarantine
+            .read()
+            .is_ok_and(|q| q.contains(&(tenant, *id)))
     }
 
     /// Lift a quarantine; true if the token was quarantined.
     pub fn unblock(&self, tenant: usize, id: &TokenId) -> bool {
-        let Ok(mut q) = self.quarantine.write() else { return false };
+        let Ok(mut q) = self.quarantine.write() else {
+            return false;
+        };
         let removed = q.remove(&(tenant, *id));
         self.quarantined.store(q.len(), Ordering::Release);
         removed
@@ -328,13 +352,20 @@ impl Detector {
     pub fn quarantined(&self, tenant: usize) -> Vec<TokenId> {
         self.quarantine
             .read()
-            .map(|q| q.iter().filter(|(t, _)| *t == tenant).map(|(_, id)| *id).collect())
+            .map(|q| {
+                q.iter()
+                    .filter(|(t, _)| *t == tenant)
+                    .map(|(_, id)| *id)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Feed one finished request; returns the anomalies it raised (already counted).
     pub fn observe(&self, o: &Observation<'_>) -> Flags {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         self.observe_at(o, now_ms)
     }
 
@@ -344,14 +375,20 @@ impl Detector {
             return Flags::default();
         }
         let mut flags = Flags::default();
-        if matches!(o.verify, Some("revoked" | "unknown" | "expired" | "tampered" | "wrong_tenant" | "quarantined")) {
+        if matches!(
+            o.verify,
+            Some("revoked" | "unknown" | "expired" | "tampered" | "wrong_tenant" | "quarantined")
+        ) {
             flags.set(BAD_TOKEN_USE);
         }
         // Only tokens that verified carry per-token history; failed ones would let anyone
         // grow the state table with random ids.
         if let (Some(id), Some("ok")) = (o.token_id, o.verify) {
             let key = (o.tenant.index as u32, *id);
-            let state = self.states.get_or_insert_with(&key, || Ok::<_, ()>(Arc::default())).unwrap_or_default();
+            let state = self
+                .states
+                .get_or_insert_with(&key, || Ok::<_, ()>(Arc::default()))
+                .unwrap_or_default();
             let obs = Obs {
                 ip: o.ip,
                 user_agent: o.user_agent,
@@ -365,10 +402,15 @@ impl Detector {
                     m.fetch_max(st.last_score.max(0.0).to_bits(), Ordering::Relaxed);
                 }
             }
-            if c.action == AnomalyAction::Block && !Flags(flags.0 & !(1 << BAD_TOKEN_USE)).is_empty() {
+            if c.action == AnomalyAction::Block
+                && !Flags(flags.0 & !(1 << BAD_TOKEN_USE)).is_empty()
+            {
                 if let Ok(mut q) = self.quarantine.write() {
                     if q.insert((o.tenant.index, *id)) {
-                        log::warn!("tenant={} token_id={id} quarantined by anomaly detection", o.tenant.id);
+                        log::warn!(
+                            "tenant={} token_id={id} quarantined by anomaly detection",
+                            o.tenant.id
+                        );
                     }
                     self.quarantined.store(q.len(), Ordering::Release);
                 }

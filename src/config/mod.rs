@@ -41,7 +41,10 @@ pub enum ConfigError {
     Syntax { path: String, message: String },
     /// One or more values are invalid.
     #[error("{path}: {} problem(s):\n{}", .problems.len(), ProblemList(.problems))]
-    Invalid { path: String, problems: Vec<Problem> },
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
 }
 
 struct ProblemList<'a>(&'a [Problem]);
@@ -348,9 +351,21 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
     let https = c.addr("listen.https", &raw.listen.https);
     let listen = Listen {
         https: https.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-        http: raw.listen.http.as_deref().and_then(|v| c.addr("listen.http", v)),
-        metrics: raw.listen.metrics.as_deref().and_then(|v| c.addr("listen.metrics", v)),
-        admin: raw.listen.admin.as_deref().and_then(|v| c.addr("listen.admin", v)),
+        http: raw
+            .listen
+            .http
+            .as_deref()
+            .and_then(|v| c.addr("listen.http", v)),
+        metrics: raw
+            .listen
+            .metrics
+            .as_deref()
+            .and_then(|v| c.addr("listen.metrics", v)),
+        admin: raw
+            .listen
+            .admin
+            .as_deref()
+            .and_then(|v| c.addr("listen.admin", v)),
     };
     if let Some(admin) = listen.admin {
         if !admin.ip().is_loopback() && raw.admin.tokens.is_empty() {
@@ -359,13 +374,20 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
     }
     let threads = match raw.threads {
         Some(0) => {
-            c.bad("threads", "0 worker threads cannot serve anything; use 1 or more (default: number of CPUs)");
+            c.bad(
+                "threads",
+                "0 worker threads cannot serve anything; use 1 or more (default: number of CPUs)",
+            );
             1
         }
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let grace_period = c.duration("grace_period", raw.grace_period.as_deref(), Duration::from_secs(10));
+    let grace_period = c.duration(
+        "grace_period",
+        raw.grace_period.as_deref(),
+        Duration::from_secs(10),
+    );
 
     let default_cert = raw.tls.default_cert.as_ref().and_then(|p| {
         match CertSource::load(PathBuf::from(&p.cert), PathBuf::from(&p.key), &[]) {
@@ -378,21 +400,43 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
     });
     let tls = TlsConf {
         default_cert,
-        reload_interval: c.duration("tls.reload_interval", raw.tls.reload_interval.as_deref(), Duration::from_secs(5)),
+        reload_interval: c.duration(
+            "tls.reload_interval",
+            raw.tls.reload_interval.as_deref(),
+            Duration::from_secs(5),
+        ),
     };
     let u = &raw.upstream;
     let upstream = UpstreamTimeouts {
-        connect: c.duration("upstream.connect_timeout", u.connect_timeout.as_deref(), Duration::from_secs(5)),
-        read: c.duration("upstream.read_timeout", u.read_timeout.as_deref(), Duration::from_secs(60)),
-        write: c.duration("upstream.write_timeout", u.write_timeout.as_deref(), Duration::from_secs(60)),
-        idle: c.duration("upstream.idle_timeout", u.idle_timeout.as_deref(), Duration::from_secs(60)),
+        connect: c.duration(
+            "upstream.connect_timeout",
+            u.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
+        read: c.duration(
+            "upstream.read_timeout",
+            u.read_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        write: c.duration(
+            "upstream.write_timeout",
+            u.write_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        idle: c.duration(
+            "upstream.idle_timeout",
+            u.idle_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
     };
 
     let store = match raw.store {
         None => StoreConf::Embedded {
             path: PathBuf::from("./data/tessera.redb"),
         },
-        Some(RawStore::Embedded { path }) => StoreConf::Embedded { path: PathBuf::from(path) },
+        Some(RawStore::Embedded { path }) => StoreConf::Embedded {
+            path: PathBuf::from(path),
+        },
         Some(RawStore::Redis {
             url,
             connect_timeout,
@@ -402,25 +446,63 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             heartbeat_interval,
             heartbeat_timeout,
         }) => {
-            let known = ["redis://", "rediss://", "redis+unix://", "unix://", "redis+sentinel://", "rediss+sentinel://", "redis+cluster://", "rediss+cluster://"];
+            let known = [
+                "redis://",
+                "rediss://",
+                "redis+unix://",
+                "unix://",
+                "redis+sentinel://",
+                "rediss+sentinel://",
+                "redis+cluster://",
+                "rediss+cluster://",
+            ];
             if !known.iter().any(|p| url.starts_with(p)) {
                 c.bad("store.url", format!("{url:?} is not a Redis URL; use redis://host:port/db, rediss:// for TLS, redis+sentinel://host:port/master-name or redis+cluster://host1:port,host2:port"));
             }
             let prefix = prefix.unwrap_or_else(|| "tessera:".to_string());
             if prefix.contains(char::is_whitespace) || prefix.contains(['*', '?', '[']) {
-                c.bad("store.prefix", format!("{prefix:?} contains whitespace or glob characters; use e.g. \"tessera:\""));
+                c.bad(
+                    "store.prefix",
+                    format!(
+                        "{prefix:?} contains whitespace or glob characters; use e.g. \"tessera:\""
+                    ),
+                );
             }
-            let cache = cache.unwrap_or(raw::RawCache { enabled: None, capacity: None, ttl: None });
+            let cache = cache.unwrap_or(raw::RawCache {
+                enabled: None,
+                capacity: None,
+                ttl: None,
+            });
             StoreConf::Redis(RedisConf {
                 url,
-                connect_timeout: c.duration("store.connect_timeout", connect_timeout.as_deref(), Duration::from_millis(250)),
-                response_timeout: c.duration("store.response_timeout", response_timeout.as_deref(), Duration::from_millis(100)),
+                connect_timeout: c.duration(
+                    "store.connect_timeout",
+                    connect_timeout.as_deref(),
+                    Duration::from_millis(250),
+                ),
+                response_timeout: c.duration(
+                    "store.response_timeout",
+                    response_timeout.as_deref(),
+                    Duration::from_millis(100),
+                ),
                 prefix,
                 cache_enabled: cache.enabled.unwrap_or(true),
                 cache_capacity: cache.capacity.unwrap_or(100_000),
-                cache_ttl: c.duration("store.cache.ttl", cache.ttl.as_deref(), Duration::from_secs(300)),
-                heartbeat_interval: c.duration("store.heartbeat_interval", heartbeat_interval.as_deref(), Duration::from_secs(1)),
-                heartbeat_timeout: c.duration("store.heartbeat_timeout", heartbeat_timeout.as_deref(), Duration::from_millis(500)),
+                cache_ttl: c.duration(
+                    "store.cache.ttl",
+                    cache.ttl.as_deref(),
+                    Duration::from_secs(300),
+                ),
+                heartbeat_interval: c.duration(
+                    "store.heartbeat_interval",
+                    heartbeat_interval.as_deref(),
+                    Duration::from_secs(1),
+                ),
+                heartbeat_timeout: c.duration(
+                    "store.heartbeat_timeout",
+                    heartbeat_timeout.as_deref(),
+                    Duration::from_millis(500),
+                ),
             })
         }
     };
@@ -450,17 +532,36 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             Scope::Operator
         } else if let Some(tenant) = t.scope.strip_prefix("tenant:") {
             if !tenant_ids.iter().any(|id| id == tenant) {
-                c.bad(format!("{key}.scope"), format!("{:?} names tenant {tenant:?}, which is not in tenants:", t.scope));
+                c.bad(
+                    format!("{key}.scope"),
+                    format!(
+                        "{:?} names tenant {tenant:?}, which is not in tenants:",
+                        t.scope
+                    ),
+                );
             }
             Scope::Tenant(tenant.to_string())
         } else {
-            c.bad(format!("{key}.scope"), format!("{:?} is not a scope; use \"operator\" or \"tenant:<id>\"", t.scope));
+            c.bad(
+                format!("{key}.scope"),
+                format!(
+                    "{:?} is not a scope; use \"operator\" or \"tenant:<id>\"",
+                    t.scope
+                ),
+            );
             continue;
         };
         if admin_tokens.iter().any(|a: &AdminToken| a.name == t.name) {
-            c.bad(format!("{key}.name"), format!("{:?} is used twice; names identify callers in logs", t.name));
+            c.bad(
+                format!("{key}.name"),
+                format!("{:?} is used twice; names identify callers in logs", t.name),
+            );
         }
-        admin_tokens.push(AdminToken { name: t.name.clone(), sha256: sha, scope });
+        admin_tokens.push(AdminToken {
+            name: t.name.clone(),
+            sha256: sha,
+            scope,
+        });
     }
 
     let s = &raw.session_log;
@@ -472,7 +573,11 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         file_keep: s.file_keep.unwrap_or(5),
         redis_stream: s.redis_stream.unwrap_or(true),
         stream_maxlen: s.stream_maxlen.unwrap_or(100_000),
-        stream_max_age: c.duration("session_log.stream_max_age", s.stream_max_age.as_deref(), Duration::from_secs(7 * 86400)),
+        stream_max_age: c.duration(
+            "session_log.stream_max_age",
+            s.stream_max_age.as_deref(),
+            Duration::from_secs(7 * 86400),
+        ),
         channel_capacity: s.channel_capacity.unwrap_or(65_536).max(1),
         memory_per_tenant: s.memory_per_tenant.unwrap_or(10_000),
     };
@@ -491,13 +596,19 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                 }
             }
             if tenants.iter().any(|x: &TenantConf| x.id == tc.id) {
-                c.bad(format!("tenants[{i}].id"), format!("{:?} is used twice; tenant ids must be unique", tc.id));
+                c.bad(
+                    format!("tenants[{i}].id"),
+                    format!("{:?} is used twice; tenant ids must be unique", tc.id),
+                );
             }
             tenants.push(tc);
         }
     }
     if tenants.is_empty() && c.problems.is_empty() {
-        c.bad("tenants", "no tenants configured; add at least one (see conf/tessera.example.yaml)");
+        c.bad(
+            "tenants",
+            "no tenants configured; add at least one (see conf/tessera.example.yaml)",
+        );
     }
 
     https?;
@@ -532,7 +643,10 @@ fn anomaly_conf(base: &AnomalyConf, raw: &RawAnomaly, key: &str, c: &mut Checker
         if v.is_finite() && v > 0.0 {
             a.z_threshold = v;
         } else {
-            c.bad(format!("{key}.z_threshold"), format!("{v} must be a positive number of standard deviations, e.g. 6"));
+            c.bad(
+                format!("{key}.z_threshold"),
+                format!("{v} must be a positive number of standard deviations, e.g. 6"),
+            );
         }
     }
     if let Some(w) = &raw.window {
@@ -554,14 +668,20 @@ fn anomaly_conf(base: &AnomalyConf, raw: &RawAnomaly, key: &str, c: &mut Checker
     take!(max_tracked_tokens);
     if let Some(p) = raw.ip_prefix_v4 {
         if p > 32 {
-            c.bad(format!("{key}.ip_prefix_v4"), format!("{p} is longer than an IPv4 address; use 0-32 (default 24)"));
+            c.bad(
+                format!("{key}.ip_prefix_v4"),
+                format!("{p} is longer than an IPv4 address; use 0-32 (default 24)"),
+            );
         } else {
             a.ip_prefix_v4 = p;
         }
     }
     if let Some(p) = raw.ip_prefix_v6 {
         if p > 128 {
-            c.bad(format!("{key}.ip_prefix_v6"), format!("{p} is longer than an IPv6 address; use 0-128 (default 48)"));
+            c.bad(
+                format!("{key}.ip_prefix_v6"),
+                format!("{p} is longer than an IPv6 address; use 0-128 (default 48)"),
+            );
         } else {
             a.ip_prefix_v6 = p;
         }
@@ -597,7 +717,11 @@ pub fn parse_host_pattern(h: &str) -> Result<HostPattern, String> {
     if wild && !name.contains('.') {
         return Err(format!("{h:?} wildcards a top-level domain; use a wildcard under a registered domain, e.g. \"*.acme.example\""));
     }
-    Ok(if wild { HostPattern::Wildcard(name) } else { HostPattern::Exact(name) })
+    Ok(if wild {
+        HostPattern::Wildcard(name)
+    } else {
+        HostPattern::Exact(name)
+    })
 }
 
 fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
@@ -614,9 +738,16 @@ fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
         return Err(format!("{url:?} has a path or query; upstream path prefixes are not supported, give scheme://host[:port] only"));
     }
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let default_port = if tls { 443 } else { 80 };
-    let authority = if port == default_port { host.to_string() } else { format!("{host}:{port}") };
+    let authority = if port == default_port {
+        host.to_string()
+    } else {
+        format!("{host}:{port}")
+    };
     Ok(UpstreamConf {
         tls,
         host: bare,
@@ -633,7 +764,10 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
         c.bad(format!("{key}.id"), format!("{:?} must be 1-64 characters of [a-z0-9_-] (it is used in Redis keys and metric labels)", t.id));
     }
     if t.hostnames.is_empty() {
-        c.bad(format!("{key}.hostnames"), "empty; list the vanity hostnames this tenant answers on");
+        c.bad(
+            format!("{key}.hostnames"),
+            "empty; list the vanity hostnames this tenant answers on",
+        );
     }
     let mut hostnames = Vec::new();
     for (j, h) in t.hostnames.iter().enumerate() {
@@ -656,47 +790,83 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
             None
         }
     };
-    let upstream_ca = t.upstream_ca.as_ref().and_then(|p| match crate::tls::load_ca_ders(Path::new(p)) {
-        Ok(v) => Some(v),
-        Err(m) => {
-            c.bad(format!("{key}.upstream_ca"), m);
-            None
-        }
-    });
+    let upstream_ca =
+        t.upstream_ca
+            .as_ref()
+            .and_then(|p| match crate::tls::load_ca_ders(Path::new(p)) {
+                Ok(v) => Some(v),
+                Err(m) => {
+                    c.bad(format!("{key}.upstream_ca"), m);
+                    None
+                }
+            });
     if t.upstream_ca.is_some() && upstream.as_ref().is_some_and(|u| !u.tls) {
-        c.bad(format!("{key}.upstream_ca"), "set, but the upstream is http://; use https:// or drop upstream_ca");
+        c.bad(
+            format!("{key}.upstream_ca"),
+            "set, but the upstream is http://; use https:// or drop upstream_ca",
+        );
     }
     let header_name = t.tenant_header.as_deref().unwrap_or("X-Tenant-Id");
     let tenant_header = match HeaderName::from_bytes(header_name.as_bytes()) {
         Ok(h) => h,
         Err(_) => {
-            c.bad(format!("{key}.tenant_header"), format!("{header_name:?} is not a valid header name"));
+            c.bad(
+                format!("{key}.tenant_header"),
+                format!("{header_name:?} is not a valid header name"),
+            );
             HeaderName::from_static("x-tenant-id")
         }
     };
-    if matches!(tenant_header.as_str(), "authorization" | "host" | "connection" | "content-length" | "transfer-encoding") {
-        c.bad(format!("{key}.tenant_header"), format!("{header_name:?} is reserved; pick a custom name such as X-Tenant-Id"));
+    if matches!(
+        tenant_header.as_str(),
+        "authorization" | "host" | "connection" | "content-length" | "transfer-encoding"
+    ) {
+        c.bad(
+            format!("{key}.tenant_header"),
+            format!("{header_name:?} is reserved; pick a custom name such as X-Tenant-Id"),
+        );
     }
     let mut headers = Vec::new();
     for (name, value) in &t.headers {
         let k = format!("{key}.headers.{name}");
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             (Ok(n), Ok(v)) => {
-                if matches!(n.as_str(), "authorization" | "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade") {
-                    c.bad(k, format!("{name:?} is managed by Tessera and cannot be set here"));
+                if matches!(
+                    n.as_str(),
+                    "authorization"
+                        | "host"
+                        | "connection"
+                        | "content-length"
+                        | "transfer-encoding"
+                        | "te"
+                        | "upgrade"
+                ) {
+                    c.bad(
+                        k,
+                        format!("{name:?} is managed by Tessera and cannot be set here"),
+                    );
                 } else {
                     headers.push((n, v));
                 }
             }
             (Err(_), _) => c.bad(k, format!("{name:?} is not a valid header name")),
-            (_, Err(_)) => c.bad(k, format!("{value:?} is not a valid header value (visible ASCII only)")),
+            (_, Err(_)) => c.bad(
+                k,
+                format!("{value:?} is not a valid header value (visible ASCII only)"),
+            ),
         }
     }
     let auth = match t.auth.as_deref() {
         None | Some("split_token") => AuthMode::SplitToken,
         Some("none") => AuthMode::None,
         Some(other) => {
-            c.bad(format!("{key}.auth"), format!("{other:?} is not an auth mode; use \"split_token\" (default) or \"none\""));
+            c.bad(
+                format!("{key}.auth"),
+                format!("{other:?} is not an auth mode; use \"split_token\" (default) or \"none\""),
+            );
             AuthMode::SplitToken
         }
     };

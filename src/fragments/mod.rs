@@ -70,7 +70,13 @@ pub trait FragmentStore: Send + Sync {
     async fn put(&self, tenant: &str, id: &TokenId, record: &[u8]) -> Result<(), StoreError>;
     /// Replace `old` with `new` only if the record is still `old` (re-sealing must not undo a
     /// concurrent revoke). Returns whether it was replaced.
-    async fn replace_if(&self, tenant: &str, id: &TokenId, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;
+    async fn replace_if(
+        &self,
+        tenant: &str,
+        id: &TokenId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError>;
     /// Remove the record (Part B is gone for good).
     async fn delete(&self, tenant: &str, id: &TokenId) -> Result<bool, StoreError>;
     /// Every record of `tenant`, or of all tenants.
@@ -85,6 +91,9 @@ pub trait FragmentStore: Send + Sync {
     }
 }
 
+/// One tenant's records in memory.
+type TenantRecords = HashMap<TokenId, Arc<[u8]>>;
+
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("fragments");
 
 fn embedded_key(tenant: &str, id: &TokenId) -> String {
@@ -95,7 +104,7 @@ fn embedded_key(tenant: &str, id: &TokenId) -> String {
 pub struct EmbeddedStore {
     path: PathBuf,
     db: Arc<redb::Database>,
-    map: RwLock<HashMap<Box<str>, HashMap<TokenId, Arc<[u8]>>>>,
+    map: RwLock<HashMap<Box<str>, TenantRecords>>,
     /// Serialises writers so `replace_if` is atomic with respect to other writes.
     write_lock: tokio::sync::Mutex<()>,
 }
@@ -108,10 +117,12 @@ impl EmbeddedStore {
             reason,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create directory: {e}")))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("cannot create directory: {e}")))?;
         }
-        let db = redb::Database::create(path).map_err(|e| err(format!("{e} (is another Tessera using this file?)")))?;
-        let mut map: HashMap<Box<str>, HashMap<TokenId, Arc<[u8]>>> = HashMap::new();
+        let db = redb::Database::create(path)
+            .map_err(|e| err(format!("{e} (is another Tessera using this file?)")))?;
+        let mut map: HashMap<Box<str>, TenantRecords> = HashMap::new();
         {
             let w = db.begin_write().map_err(|e| err(e.to_string()))?;
             w.open_table(TABLE).map_err(|e| err(e.to_string()))?;
@@ -122,7 +133,9 @@ impl EmbeddedStore {
                 let (k, v) = item.map_err(|e| err(e.to_string()))?;
                 if let Some((tenant, id)) = k.value().split_once('/') {
                     if let Some(id) = TokenId::parse(id) {
-                        map.entry(Box::from(tenant)).or_default().insert(id, Arc::from(v.value()));
+                        map.entry(Box::from(tenant))
+                            .or_default()
+                            .insert(id, Arc::from(v.value()));
                     }
                 }
             }
@@ -151,7 +164,8 @@ impl EmbeddedStore {
                 let mut t = w.open_table(TABLE).map_err(|e| e.to_string())?;
                 match &value {
                     Some(v) => {
-                        t.insert(key.as_str(), v.as_slice()).map_err(|e| e.to_string())?;
+                        t.insert(key.as_str(), v.as_slice())
+                            .map_err(|e| e.to_string())?;
                     }
                     None => {
                         t.remove(key.as_str()).map_err(|e| e.to_string())?;
@@ -172,7 +186,9 @@ impl EmbeddedStore {
         if let Ok(mut m) = self.map.write() {
             match value {
                 Some(v) => {
-                    m.entry(Box::from(tenant)).or_default().insert(*id, Arc::from(v));
+                    m.entry(Box::from(tenant))
+                        .or_default()
+                        .insert(*id, Arc::from(v));
                 }
                 None => {
                     if let Some(t) = m.get_mut(tenant) {
@@ -197,17 +213,25 @@ impl FragmentStore for EmbeddedStore {
 
     async fn put(&self, tenant: &str, id: &TokenId, record: &[u8]) -> Result<(), StoreError> {
         let _g = self.write_lock.lock().await;
-        self.write(embedded_key(tenant, id), Some(record.to_vec())).await?;
+        self.write(embedded_key(tenant, id), Some(record.to_vec()))
+            .await?;
         self.set_mem(tenant, id, Some(record));
         Ok(())
     }
 
-    async fn replace_if(&self, tenant: &str, id: &TokenId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+    async fn replace_if(
+        &self,
+        tenant: &str,
+        id: &TokenId,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StoreError> {
         let _g = self.write_lock.lock().await;
         if self.get_mem(tenant, id).as_deref() != Some(old) {
             return Ok(false);
         }
-        self.write(embedded_key(tenant, id), Some(new.to_vec())).await?;
+        self.write(embedded_key(tenant, id), Some(new.to_vec()))
+            .await?;
         self.set_mem(tenant, id, Some(new));
         Ok(true)
     }
@@ -266,7 +290,10 @@ mod tests {
             s.put("globex", &TokenId([8; 16]), b"g").await.unwrap();
         }
         let s = EmbeddedStore::open(&path).unwrap();
-        assert_eq!(s.get("acme", &id).await.unwrap().as_deref(), Some(&b"rec2"[..]));
+        assert_eq!(
+            s.get("acme", &id).await.unwrap().as_deref(),
+            Some(&b"rec2"[..])
+        );
         assert!(s.get("globex", &id).await.unwrap().is_none());
         assert_eq!(s.list(Some("acme")).await.unwrap().len(), 1);
         assert_eq!(s.list(None).await.unwrap().len(), 2);

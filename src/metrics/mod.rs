@@ -14,8 +14,8 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Token verification outcomes, in label order.
@@ -117,7 +117,8 @@ impl TenantMetrics {
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     register(r, Box::new(c.clone()));
     c
 }
@@ -150,33 +151,48 @@ impl Metrics {
     fn new() -> Metrics {
         let r = Registry::new();
         let duration = HistogramVec::new(
-            HistogramOpts::new("tessera_request_duration_seconds", "Time from request start to response end, by tenant.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "tessera_request_duration_seconds",
+                "Time from request start to response end, by tenant.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["tenant"],
         )
         .unwrap_or_else(|e| panic!("{e}"));
         register(&r, Box::new(duration.clone()));
         let upstream_duration = HistogramVec::new(
-            HistogramOpts::new("tessera_upstream_duration_seconds", "Time spent waiting on the upstream, by tenant.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "tessera_upstream_duration_seconds",
+                "Time spent waiting on the upstream, by tenant.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["tenant"],
         )
         .unwrap_or_else(|e| panic!("{e}"));
         register(&r, Box::new(upstream_duration.clone()));
         let anomaly_score = GaugeVec::new(
-            Opts::new("tessera_anomaly_score", "Highest current anomaly z-score over the tenant's tokens."),
+            Opts::new(
+                "tessera_anomaly_score",
+                "Highest current anomaly z-score over the tenant's tokens.",
+            ),
             &["tenant"],
         )
         .unwrap_or_else(|e| panic!("{e}"));
         register(&r, Box::new(anomaly_score.clone()));
         let tracked_tokens = IntGaugeVec::new(
-            Opts::new("tessera_anomaly_tracked_tokens", "Tokens with anomaly state held in memory."),
+            Opts::new(
+                "tessera_anomaly_tracked_tokens",
+                "Tokens with anomaly state held in memory.",
+            ),
             &["shard"],
         )
         .unwrap_or_else(|e| panic!("{e}"));
         register(&r, Box::new(tracked_tokens.clone()));
         let build = IntGaugeVec::new(
-            Opts::new("tessera_build_info", "Build information; value is always 1."),
+            Opts::new(
+                "tessera_build_info",
+                "Build information; value is always 1.",
+            ),
             &["version"],
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -184,28 +200,115 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
         Metrics {
-            requests: counter_vec(&r, "tessera_requests_total", "Requests by tenant and status class.", &["tenant", "code_class"]),
+            requests: counter_vec(
+                &r,
+                "tessera_requests_total",
+                "Requests by tenant and status class.",
+                &["tenant", "code_class"],
+            ),
             duration,
             upstream_duration,
-            bytes_sent: counter_vec(&r, "tessera_bytes_sent_total", "Response body bytes sent to clients, by tenant.", &["tenant"]),
-            bytes_received: counter_vec(&r, "tessera_bytes_received_total", "Request body bytes received from clients, by tenant.", &["tenant"]),
-            verifications: counter_vec(&r, "tessera_token_verifications_total", "Part A verification outcomes.", &["tenant", "result"]),
-            anomalies: counter_vec(&r, "tessera_anomalies_total", "Anomaly detections by tenant and kind.", &["tenant", "kind"]),
+            bytes_sent: counter_vec(
+                &r,
+                "tessera_bytes_sent_total",
+                "Response body bytes sent to clients, by tenant.",
+                &["tenant"],
+            ),
+            bytes_received: counter_vec(
+                &r,
+                "tessera_bytes_received_total",
+                "Request body bytes received from clients, by tenant.",
+                &["tenant"],
+            ),
+            verifications: counter_vec(
+                &r,
+                "tessera_token_verifications_total",
+                "Part A verification outcomes.",
+                &["tenant", "result"],
+            ),
+            anomalies: counter_vec(
+                &r,
+                "tessera_anomalies_total",
+                "Anomaly detections by tenant and kind.",
+                &["tenant", "kind"],
+            ),
             anomaly_score,
-            cache_hits: counter(&r, "tessera_fragment_cache_hits_total", "Part B lookups answered by the local cache."),
-            cache_misses: counter(&r, "tessera_fragment_cache_misses_total", "Part B lookups that went to the store."),
-            cache_invalidations: counter(&r, "tessera_fragment_cache_invalidations_total", "Keys evicted by Redis tracking invalidations."),
-            cache_flushes: counter(&r, "tessera_fragment_cache_flushes_total", "Whole-cache clears (flush, disconnect, heartbeat failure)."),
-            cache_entries: gauge(&r, "tessera_fragment_cache_entries", "Records held in the local cache."),
-            store_up: gauge(&r, "tessera_store_up", "1 if the fragment store answered its last check."),
-            tracking_up: gauge(&r, "tessera_tracking_up", "1 if Redis invalidation tracking is established (1 when not applicable)."),
-            store_errors: counter_vec(&r, "tessera_store_errors_total", "Fragment store operations that failed.", &["op"]),
-            session_log_dropped: counter_vec(&r, "tessera_session_log_dropped_total", "Session records dropped (channel full or sink error).", &["sink"]),
-            session_log_written: counter_vec(&r, "tessera_session_log_written_total", "Session records written.", &["sink"]),
-            cert_reloads: counter_vec(&r, "tessera_cert_reloads_total", "Certificate reload attempts.", &["result"]),
-            tenant_label_overflow: counter(&r, "tessera_tenant_label_overflow_total", "Tenants folded into tenant=\"_other\" by metrics.tenant_label_cap."),
-            bad_requests: counter_vec(&r, "tessera_bad_requests_total", "Requests refused before tenant routing.", &["reason"]),
-            admin_requests: counter_vec(&r, "tessera_admin_requests_total", "Admin API requests by outcome.", &["outcome"]),
+            cache_hits: counter(
+                &r,
+                "tessera_fragment_cache_hits_total",
+                "Part B lookups answered by the local cache.",
+            ),
+            cache_misses: counter(
+                &r,
+                "tessera_fragment_cache_misses_total",
+                "Part B lookups that went to the store.",
+            ),
+            cache_invalidations: counter(
+                &r,
+                "tessera_fragment_cache_invalidations_total",
+                "Keys evicted by Redis tracking invalidations.",
+            ),
+            cache_flushes: counter(
+                &r,
+                "tessera_fragment_cache_flushes_total",
+                "Whole-cache clears (flush, disconnect, heartbeat failure).",
+            ),
+            cache_entries: gauge(
+                &r,
+                "tessera_fragment_cache_entries",
+                "Records held in the local cache.",
+            ),
+            store_up: gauge(
+                &r,
+                "tessera_store_up",
+                "1 if the fragment store answered its last check.",
+            ),
+            tracking_up: gauge(
+                &r,
+                "tessera_tracking_up",
+                "1 if Redis invalidation tracking is established (1 when not applicable).",
+            ),
+            store_errors: counter_vec(
+                &r,
+                "tessera_store_errors_total",
+                "Fragment store operations that failed.",
+                &["op"],
+            ),
+            session_log_dropped: counter_vec(
+                &r,
+                "tessera_session_log_dropped_total",
+                "Session records dropped (channel full or sink error).",
+                &["sink"],
+            ),
+            session_log_written: counter_vec(
+                &r,
+                "tessera_session_log_written_total",
+                "Session records written.",
+                &["sink"],
+            ),
+            cert_reloads: counter_vec(
+                &r,
+                "tessera_cert_reloads_total",
+                "Certificate reload attempts.",
+                &["result"],
+            ),
+            tenant_label_overflow: counter(
+                &r,
+                "tessera_tenant_label_overflow_total",
+                "Tenants folded into tenant=\"_other\" by metrics.tenant_label_cap.",
+            ),
+            bad_requests: counter_vec(
+                &r,
+                "tessera_bad_requests_total",
+                "Requests refused before tenant routing.",
+                &["reason"],
+            ),
+            admin_requests: counter_vec(
+                &r,
+                "tessera_admin_requests_total",
+                "Admin API requests by outcome.",
+                &["outcome"],
+            ),
             tracked_tokens,
             tenants_labelled: AtomicUsize::new(0),
             tenant_label_cap: AtomicUsize::new(1000),
@@ -229,13 +332,20 @@ impl Metrics {
         };
         let l = label.as_str();
         TenantMetrics {
-            requests: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| self.requests.with_label_values(&[l, c])),
+            requests: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .map(|c| self.requests.with_label_values(&[l, c])),
             duration: self.duration.with_label_values(&[l]),
             upstream_duration: self.upstream_duration.with_label_values(&[l]),
             bytes_sent: self.bytes_sent.with_label_values(&[l]),
             bytes_received: self.bytes_received.with_label_values(&[l]),
-            verifications: VERIFY_RESULTS.iter().map(|r| self.verifications.with_label_values(&[l, r])).collect(),
-            anomalies: ANOMALY_KINDS.iter().map(|k| self.anomalies.with_label_values(&[l, k])).collect(),
+            verifications: VERIFY_RESULTS
+                .iter()
+                .map(|r| self.verifications.with_label_values(&[l, r]))
+                .collect(),
+            anomalies: ANOMALY_KINDS
+                .iter()
+                .map(|k| self.anomalies.with_label_values(&[l, k]))
+                .collect(),
             anomaly_score: self.anomaly_score.with_label_values(&[l]),
             label,
         }
@@ -264,7 +374,11 @@ impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path();
         let (status, ctype, body) = if path == "/metrics" {
-            (200, "text/plain; version=0.0.4; charset=utf-8", global().render())
+            (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                global().render(),
+            )
         } else {
             (404, "text/plain", b"not found; try /metrics\n".to_vec())
         };

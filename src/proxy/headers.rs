@@ -24,7 +24,8 @@ pub fn bearer(v: &[u8]) -> Option<&str> {
 
 fn valid_request_id(v: &[u8]) -> bool {
     (1..=128).contains(&v.len())
-        && v.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 thread_local! {
@@ -68,12 +69,24 @@ pub fn strip_hop_by_hop(up: &mut RequestHeader) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && !matches!(t.as_str(), "close" | "keep-alive" | "transfer-encoding" | "content-length" | "host"))
+        .filter(|t| {
+            !t.is_empty()
+                && !matches!(
+                    t.as_str(),
+                    "close" | "keep-alive" | "transfer-encoding" | "content-length" | "host"
+                )
+        })
         .collect();
     for name in listed {
         up.remove_header(name.as_str());
     }
-    for name in ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "upgrade"] {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "upgrade",
+    ] {
         up.remove_header(name);
     }
     // `TE: trailers` is the one TE value allowed through (and needed by gRPC upstreams).
@@ -88,7 +101,11 @@ pub fn strip_hop_by_hop(up: &mut RequestHeader) {
 
 /// Append the client address to `X-Forwarded-For`.
 pub fn append_forwarded_for(up: &mut RequestHeader, ip: IpAddr) -> Result<()> {
-    let value = match up.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let value = match up
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
         _ => ip.to_string(),
     };
@@ -110,8 +127,12 @@ pub fn credential_header(cred: Credential) -> Result<(HeaderName, HeaderValue)> 
     let name = HeaderName::from_bytes(cred.header.as_bytes())
         .map_err(|_| Error::explain(InternalError, "stored credential header name is invalid"))?;
     let bytes = Bytes::from_owner(Wiped(cred.value));
-    let mut value = HeaderValue::from_maybe_shared(bytes)
-        .map_err(|_| Error::explain(InternalError, "stored credential is not a valid header value"))?;
+    let mut value = HeaderValue::from_maybe_shared(bytes).map_err(|_| {
+        Error::explain(
+            InternalError,
+            "stored credential is not a valid header value",
+        )
+    })?;
     value.set_sensitive(true);
     Ok((name, value))
 }
@@ -145,14 +166,21 @@ mod tests {
     #[test]
     fn hop_by_hop_removed() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("connection", "keep-alive, x-secret-hop").unwrap();
+        req.insert_header("connection", "keep-alive, x-secret-hop")
+            .unwrap();
         req.insert_header("x-secret-hop", "1").unwrap();
         req.insert_header("keep-alive", "timeout=5").unwrap();
         req.insert_header("proxy-authorization", "Basic x").unwrap();
         req.insert_header("te", "gzip").unwrap();
         req.insert_header("x-keep", "1").unwrap();
         strip_hop_by_hop(&mut req);
-        for h in ["connection", "x-secret-hop", "keep-alive", "proxy-authorization", "te"] {
+        for h in [
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "proxy-authorization",
+            "te",
+        ] {
             assert!(req.headers.get(h).is_none(), "{h} kept");
         }
         assert!(req.headers.get("x-keep").is_some());

@@ -92,13 +92,16 @@ impl Proxy {
             .and_then(|s| s.extension.get::<SniInfo>());
         ctx.tls = sni.is_some() || session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
+        let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
         let Some(host) = host.filter(|h| !h.is_empty()) else {
-            metrics::global().bad_requests.with_label_values(&["no_host"]).inc();
+            metrics::global()
+                .bad_requests
+                .with_label_values(&["no_host"])
+                .inc();
             return Err(Refusal::NoHost);
         };
         let host_tenant = self.tenants.lookup(host);
@@ -106,25 +109,42 @@ impl Proxy {
             Some(info) => match info.tenant {
                 Some(t) if host_tenant == Some(t) => Ok(t),
                 Some(_) => {
-                    metrics::global().bad_requests.with_label_values(&["misdirected"]).inc();
+                    metrics::global()
+                        .bad_requests
+                        .with_label_values(&["misdirected"])
+                        .inc();
                     Err(Refusal::Misdirected)
                 }
                 None => {
-                    metrics::global().bad_requests.with_label_values(&["unknown_sni"]).inc();
+                    metrics::global()
+                        .bad_requests
+                        .with_label_values(&["unknown_sni"])
+                        .inc();
                     Err(Refusal::NoTenant)
                 }
             },
             // Plaintext listener: the Host header decides.
             None => host_tenant.ok_or_else(|| {
-                metrics::global().bad_requests.with_label_values(&["unknown_host"]).inc();
+                metrics::global()
+                    .bad_requests
+                    .with_label_values(&["unknown_host"])
+                    .inc();
                 Refusal::NoTenant
             }),
         }
     }
 
     /// Verify Part A and reconstruct the credential.
-    async fn authenticate(&self, session: &Session, tenant: &Tenant, ctx: &mut Ctx) -> Result<Credential, Refusal> {
-        let auth = session.req_header().headers.get(http::header::AUTHORIZATION);
+    async fn authenticate(
+        &self,
+        session: &Session,
+        tenant: &Tenant,
+        ctx: &mut Ctx,
+    ) -> Result<Credential, Refusal> {
+        let auth = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION);
         let Some(part_a) = auth.and_then(|v| headers::bearer(v.as_bytes())) else {
             return Err(Refusal::Token("missing"));
         };
@@ -140,12 +160,17 @@ impl Proxy {
             Ok(Some(r)) => r,
             Ok(None) => return Err(Refusal::Token(TokenError::Unknown.label())),
             Err(StoreError::Unavailable(why)) | Err(StoreError::Embedded { reason: why, .. }) => {
-                log::warn!("tenant={} token_id={} fragment store unavailable: {why}", tenant.id, part_a.id);
+                log::warn!(
+                    "tenant={} token_id={} fragment store unavailable: {why}",
+                    tenant.id,
+                    part_a.id
+                );
                 return Err(Refusal::StoreUnavailable);
             }
         };
         let keyring = self.keyring.load();
-        token::reconstruct(&keyring, &tenant.id, &part_a, &record, unix_now()).map_err(|e| Refusal::Token(e.label()))
+        token::reconstruct(&keyring, &tenant.id, &part_a, &record, unix_now())
+            .map_err(|e| Refusal::Token(e.label()))
     }
 }
 
@@ -215,17 +240,27 @@ impl ProxyHttp for Proxy {
 
     /// Rewrite the request for the upstream. The credential leaves `ctx` here; its buffer is
     /// owned by the header value from now on and wiped when the header map is dropped.
-    async fn upstream_request_filter(&self, session: &mut Session, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
-        let tenant = ctx
-            .tenant(self)
-            .ok_or_else(|| Error::explain(InternalError, "upstream_request_filter without a tenant"))?;
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let tenant = ctx.tenant(self).ok_or_else(|| {
+            Error::explain(InternalError, "upstream_request_filter without a tenant")
+        })?;
         headers::strip_hop_by_hop(up);
         let original_host = session
             .req_header()
             .uri
             .authority()
             .map(|a| a.as_str().to_owned())
-            .or_else(|| up.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
+            .or_else(|| {
+                up.headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
         up.insert_header(http::header::HOST, tenant.upstream_host.clone())?;
         if let Some(h) = original_host {
             up.insert_header("x-forwarded-host", h)?;
@@ -250,13 +285,23 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn upstream_response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         ctx.upstream_status = Some(resp.status.as_u16());
         ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;
         }
@@ -269,11 +314,22 @@ impl ProxyHttp for Proxy {
         ctx.credential = None;
         let code = respond::error_status(e);
         if code > 0 {
-            let refusal = if code == 504 { Refusal::UpstreamTimeout } else { Refusal::Upstream(code) };
+            let refusal = if code == 504 {
+                Refusal::UpstreamTimeout
+            } else {
+                Refusal::Upstream(code)
+            };
             if let Some(t) = ctx.tenant(self) {
-                log::warn!("tenant={} upstream={} request failed: {e}", t.id, t.upstream_url);
+                log::warn!(
+                    "tenant={} upstream={} request failed: {e}",
+                    t.id,
+                    t.upstream_url
+                );
             }
-            if respond::refuse(session, refusal, ctx.request_id.as_ref()).await.is_err() {
+            if respond::refuse(session, refusal, ctx.request_id.as_ref())
+                .await
+                .is_err()
+            {
                 log::debug!("could not send error response");
             }
         }
@@ -286,7 +342,9 @@ impl ProxyHttp for Proxy {
     /// Runs once per request, whatever happened. Never awaits I/O.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         ctx.credential = None;
-        let Some(tenant) = ctx.tenant(self) else { return };
+        let Some(tenant) = ctx.tenant(self) else {
+            return;
+        };
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let bytes_out = session.body_bytes_sent() as u64;
         let bytes_in = session.body_bytes_read() as u64;
@@ -301,7 +359,10 @@ impl ProxyHttp for Proxy {
         }
         let req = session.req_header();
         let ip = client_ip(session);
-        let ua = req.headers.get(http::header::USER_AGENT).map(|v| v.as_bytes());
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .map(|v| v.as_bytes());
         let flags = self.anomaly.observe(&crate::anomaly::Observation {
             tenant,
             token_id: ctx.token_id.as_ref(),
@@ -334,7 +395,10 @@ impl ProxyHttp for Proxy {
 
 /// The client's IP address (TCP peer).
 fn client_ip(session: &Session) -> Option<IpAddr> {
-    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 /// Bytes for an error body.

@@ -55,20 +55,38 @@ impl Refusal {
 
     fn body(&self) -> serde_json::Value {
         match self {
-            Refusal::NoHost => json!({"error": "bad_request", "message": "the request has no Host"}),
-            Refusal::NoTenant => json!({"error": "no_tenant", "message": "no tenant is configured for this hostname"}),
-            Refusal::Misdirected => json!({"error": "misdirected_request", "message": "the Host does not match the TLS server name; open a new connection for this host"}),
-            Refusal::Token(_) => json!({"error": "invalid_token", "message": "the access token is missing, malformed, unknown, revoked or expired"}),
-            Refusal::StoreUnavailable => json!({"error": "temporarily_unavailable", "message": "credentials cannot be verified right now; retry later"}),
-            Refusal::Upstream(_) => json!({"error": "bad_gateway", "message": "the upstream API could not be reached"}),
-            Refusal::UpstreamTimeout => json!({"error": "gateway_timeout", "message": "the upstream API did not answer in time"}),
+            Refusal::NoHost => {
+                json!({"error": "bad_request", "message": "the request has no Host"})
+            }
+            Refusal::NoTenant => {
+                json!({"error": "no_tenant", "message": "no tenant is configured for this hostname"})
+            }
+            Refusal::Misdirected => {
+                json!({"error": "misdirected_request", "message": "the Host does not match the TLS server name; open a new connection for this host"})
+            }
+            Refusal::Token(_) => {
+                json!({"error": "invalid_token", "message": "the access token is missing, malformed, unknown, revoked or expired"})
+            }
+            Refusal::StoreUnavailable => {
+                json!({"error": "temporarily_unavailable", "message": "credentials cannot be verified right now; retry later"})
+            }
+            Refusal::Upstream(_) => {
+                json!({"error": "bad_gateway", "message": "the upstream API could not be reached"})
+            }
+            Refusal::UpstreamTimeout => {
+                json!({"error": "gateway_timeout", "message": "the upstream API did not answer in time"})
+            }
         }
     }
 }
 
 /// Write the response for `r`. Keep-alive survives a 401 (the client may retry with a good
 /// token) but not a 421 (RFC 9110: the client must use another connection).
-pub async fn refuse(session: &mut Session, r: Refusal, request_id: Option<&HeaderValue>) -> Result<()> {
+pub async fn refuse(
+    session: &mut Session,
+    r: Refusal,
+    request_id: Option<&HeaderValue>,
+) -> Result<()> {
     let body: Bytes = super::json_bytes(&r.body());
     let mut resp = ResponseHeader::build(r.status(), Some(6))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -92,7 +110,10 @@ pub async fn refuse(session: &mut Session, r: Refusal, request_id: Option<&Heade
     if let Some(id) = request_id {
         resp.insert_header("x-request-id", id.clone())?;
     }
-    if matches!(r, Refusal::Misdirected | Refusal::NoHost | Refusal::Upstream(_) | Refusal::UpstreamTimeout) {
+    if matches!(
+        r,
+        Refusal::Misdirected | Refusal::NoHost | Refusal::Upstream(_) | Refusal::UpstreamTimeout
+    ) {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(resp), false).await?;

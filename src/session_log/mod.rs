@@ -125,11 +125,17 @@ impl SessionRecord {
             .uri
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .or_else(|| {
+                req.headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .unwrap_or("");
         let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
         SessionRecord {
-            ts: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            ts: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             tenant: tenant.id.to_string(),
             token_id: token_id.map(|t| t.to_string()),
             client_ip: ip.map(|i| i.to_string()),
@@ -176,7 +182,10 @@ impl SessionLogger {
     pub fn log(&self, rec: SessionRecord) {
         if let Some(tx) = &self.tx {
             if tx.try_send(rec).is_err() {
-                metrics::global().session_log_dropped.with_label_values(&["channel"]).inc();
+                metrics::global()
+                    .session_log_dropped
+                    .with_label_values(&["channel"])
+                    .inc();
             }
         }
     }
@@ -215,13 +224,20 @@ impl SessionStore {
     pub async fn query(&self, tenant: &str, q: &Query) -> Result<Vec<SessionRecord>, String> {
         let limit = q.limit.clamp(1, 10_000);
         let keep = |r: &SessionRecord| {
-            q.token_id.as_deref().is_none_or(|t| r.token_id.as_deref() == Some(t)) && q.since.is_none_or(|s| r.ts >= s)
+            q.token_id
+                .as_deref()
+                .is_none_or(|t| r.token_id.as_deref() == Some(t))
+                && q.since.is_none_or(|s| r.ts >= s)
         };
         if let (Some(redis), true) = (&self.redis, self.conf.redis_stream) {
             let mut conn = redis.connection();
             let start = q.since.map_or("-".to_string(), |s| s.to_string());
             // Read more than `limit` when filtering by token, bounded.
-            let count = if q.token_id.is_some() { (limit * 20).min(50_000) } else { limit };
+            let count = if q.token_id.is_some() {
+                (limit * 20).min(50_000)
+            } else {
+                limit
+            };
             let entries: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
                 .arg(self.stream_key(redis, tenant))
                 .arg("+")
@@ -233,7 +249,9 @@ impl SessionStore {
                 .map_err(|e| format!("redis: {e}"))?;
             let mut out = Vec::new();
             for e in entries.ids {
-                let Some(v) = e.get::<Vec<u8>>("r") else { continue };
+                let Some(v) = e.get::<Vec<u8>>("r") else {
+                    continue;
+                };
                 if let Ok(r) = serde_json::from_slice::<SessionRecord>(&v) {
                     if keep(&r) {
                         out.push(r);
@@ -248,7 +266,14 @@ impl SessionStore {
         let mem = self.memory.lock().map_err(|e| e.to_string())?;
         Ok(mem
             .get(tenant)
-            .map(|ring| ring.iter().rev().filter(|r| keep(r)).take(limit).cloned().collect())
+            .map(|ring| {
+                ring.iter()
+                    .rev()
+                    .filter(|r| keep(r))
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default())
     }
 }
@@ -305,7 +330,11 @@ impl FileSink {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
-        match std::fs::OpenOptions::new().create(true).append(true).open(&self.path) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
             Ok(f) => {
                 self.size = f.metadata().map_or(0, |m| m.len());
                 self.file = Some(f);
@@ -338,16 +367,27 @@ impl FileSink {
         };
         if ok {
             self.size += buf.len() as u64;
-            metrics::global().session_log_written.with_label_values(&["file"]).inc_by(n as u64);
+            metrics::global()
+                .session_log_written
+                .with_label_values(&["file"])
+                .inc_by(n as u64);
         } else {
-            metrics::global().session_log_dropped.with_label_values(&["file"]).inc_by(n as u64);
+            metrics::global()
+                .session_log_dropped
+                .with_label_values(&["file"])
+                .inc_by(n as u64);
             self.reopen();
         }
     }
 }
 
 impl Writer {
-    async fn write_batch(&self, batch: &[SessionRecord], file: &mut Option<FileSink>, lines: &mut Vec<u8>) {
+    async fn write_batch(
+        &self,
+        batch: &[SessionRecord],
+        file: &mut Option<FileSink>,
+        lines: &mut Vec<u8>,
+    ) {
         let conf = &self.store.conf;
         lines.clear();
         for r in batch {
@@ -358,9 +398,15 @@ impl Writer {
         if conf.stdout {
             let mut out = std::io::stdout().lock();
             if out.write_all(lines).and_then(|_| out.flush()).is_ok() {
-                metrics::global().session_log_written.with_label_values(&["stdout"]).inc_by(batch.len() as u64);
+                metrics::global()
+                    .session_log_written
+                    .with_label_values(&["stdout"])
+                    .inc_by(batch.len() as u64);
             } else {
-                metrics::global().session_log_dropped.with_label_values(&["stdout"]).inc_by(batch.len() as u64);
+                metrics::global()
+                    .session_log_dropped
+                    .with_label_values(&["stdout"])
+                    .inc_by(batch.len() as u64);
             }
         }
         if let Some(f) = file {
@@ -378,7 +424,9 @@ impl Writer {
         if let (Some(redis), true) = (&self.store.redis, conf.redis_stream) {
             let mut pipe = redis::pipe();
             for r in batch {
-                let Ok(json) = serde_json::to_vec(r) else { continue };
+                let Ok(json) = serde_json::to_vec(r) else {
+                    continue;
+                };
                 pipe.cmd("XADD")
                     .arg(self.store.stream_key(redis, &r.tenant))
                     .arg("MAXLEN")
@@ -391,21 +439,34 @@ impl Writer {
             }
             let mut conn = redis.connection();
             match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => metrics::global().session_log_written.with_label_values(&["redis"]).inc_by(batch.len() as u64),
+                Ok(()) => metrics::global()
+                    .session_log_written
+                    .with_label_values(&["redis"])
+                    .inc_by(batch.len() as u64),
                 Err(e) => {
                     log::warn!("session log: redis stream write failed: {e}");
-                    metrics::global().session_log_dropped.with_label_values(&["redis"]).inc_by(batch.len() as u64);
+                    metrics::global()
+                        .session_log_dropped
+                        .with_label_values(&["redis"])
+                        .inc_by(batch.len() as u64);
                 }
             }
         }
     }
 
     async fn trim_by_age(&self) {
-        let Some(redis) = &self.store.redis else { return };
+        let Some(redis) = &self.store.redis else {
+            return;
+        };
         if !self.store.conf.redis_stream {
             return;
         }
-        let tenants: Vec<String> = self.store.memory.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let tenants: Vec<String> = self
+            .store
+            .memory
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         let min_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
@@ -426,7 +487,9 @@ impl Writer {
 #[async_trait]
 impl BackgroundService for Writer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(mut rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else { return };
+        let Some(mut rx) = self.rx.lock().ok().and_then(|mut r| r.take()) else {
+            return;
+        };
         let conf = &self.store.conf;
         let mut file = conf
             .file
@@ -470,7 +533,10 @@ mod tests {
 
     #[test]
     fn query_values_redacted() {
-        assert_eq!(redact_path("/v1/x?token=abc&flag&b=2"), "/v1/x?token=*&flag&b=*");
+        assert_eq!(
+            redact_path("/v1/x?token=abc&flag&b=2"),
+            "/v1/x?token=*&flag&b=*"
+        );
         assert_eq!(redact_path("/plain"), "/plain");
         let long = format!("/{}", "é".repeat(2000));
         assert!(redact_path(&long).len() <= MAX_PATH);

@@ -41,7 +41,11 @@ pub enum TlsError {
     Key { path: String, reason: String },
     /// The key does not belong to the certificate, or is an unsupported type.
     #[error("key {key} does not match certificate {cert} ({reason})")]
-    Mismatch { cert: String, key: String, reason: String },
+    Mismatch {
+        cert: String,
+        key: String,
+        reason: String,
+    },
     /// The certificate does not name one of the tenant's hostnames.
     #[error("certificate {cert} does not cover hostname {host}; reissue it with that name in subjectAltName")]
     NotCovered { cert: String, host: String },
@@ -80,7 +84,11 @@ fn stamp_of(a: &Path, b: &Path) -> FileStamp {
 
 impl CertSource {
     /// Load a pair and check that the certificate covers every hostname.
-    pub fn load(cert_path: PathBuf, key_path: PathBuf, hostnames: &[HostPattern]) -> Result<CertSource, TlsError> {
+    pub fn load(
+        cert_path: PathBuf,
+        key_path: PathBuf,
+        hostnames: &[HostPattern],
+    ) -> Result<CertSource, TlsError> {
         let stamp = stamp_of(&cert_path, &key_path);
         let key = load_certified_key(&cert_path, &key_path, hostnames)?;
         Ok(CertSource {
@@ -95,7 +103,11 @@ impl CertSource {
 
 /// Parse PEM files into a rustls `CertifiedKey`, checking the key matches and the names are
 /// covered.
-pub fn load_certified_key(cert_path: &Path, key_path: &Path, hostnames: &[HostPattern]) -> Result<Arc<CertifiedKey>, TlsError> {
+pub fn load_certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+    hostnames: &[HostPattern],
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let cert_err = |reason: String| TlsError::Cert {
         path: cert_path.display().to_string(),
         reason,
@@ -111,7 +123,8 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path, hostnames: &[HostPa
         path: key_path.display().to_string(),
         reason: e.to_string(),
     })?;
-    let leaf = webpki::EndEntityCert::try_from(&certs[0]).map_err(|e| cert_err(format!("leaf certificate does not parse: {e}")))?;
+    let leaf = webpki::EndEntityCert::try_from(&certs[0])
+        .map_err(|e| cert_err(format!("leaf certificate does not parse: {e}")))?;
     for h in hostnames {
         let probe = match h {
             HostPattern::Exact(n) => n.clone(),
@@ -128,11 +141,13 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path, hostnames: &[HostPa
         }
     }
     pingora::tls::install_default_crypto_provider();
-    let provider = pingora::tls::CryptoProvider::get_default().cloned().ok_or_else(|| TlsError::Mismatch {
-        cert: cert_path.display().to_string(),
-        key: key_path.display().to_string(),
-        reason: "no crypto provider installed".into(),
-    })?;
+    let provider = pingora::tls::CryptoProvider::get_default()
+        .cloned()
+        .ok_or_else(|| TlsError::Mismatch {
+            cert: cert_path.display().to_string(),
+            key: key_path.display().to_string(),
+            reason: "no crypto provider installed".into(),
+        })?;
     let ck = CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsError::Mismatch {
         cert: cert_path.display().to_string(),
         key: key_path.display().to_string(),
@@ -144,11 +159,19 @@ pub fn load_certified_key(cert_path: &Path, key_path: &Path, hostnames: &[HostPa
 /// Read a PEM bundle of CA certificates (for `upstream_ca`) as DER blobs.
 pub fn load_ca_ders(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}; give a PEM file of CA certificates", path.display()))?
+        .map_err(|e| {
+            format!(
+                "cannot read {}: {e}; give a PEM file of CA certificates",
+                path.display()
+            )
+        })?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!("{} holds no CERTIFICATE block; give a PEM file of CA certificates", path.display()));
+        return Err(format!(
+            "{} holds no CERTIFICATE block; give a PEM file of CA certificates",
+            path.display()
+        ));
     }
     Ok(certs.into_iter().map(|c| c.to_vec()).collect())
 }
@@ -225,7 +248,10 @@ pub struct HandshakeHook {
 
 #[async_trait]
 impl TlsAccept for HandshakeHook {
-    async fn handshake_complete_callback(&self, ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         let name = ssl.server_name();
         let info = SniInfo {
             tenant: name.and_then(|n| self.tenants.lookup(n)),
@@ -248,7 +274,11 @@ struct ReloadState {
 }
 
 impl CertStore {
-    pub fn new(sources: Vec<CertSource>, default: Option<CertSource>, interval: Duration) -> Arc<CertStore> {
+    pub fn new(
+        sources: Vec<CertSource>,
+        default: Option<CertSource>,
+        interval: Duration,
+    ) -> Arc<CertStore> {
         let table = CertTable::build(&sources, default.as_ref());
         Arc::new(CertStore {
             resolver: Arc::new(SniResolver {
@@ -282,11 +312,17 @@ impl CertStore {
                     s.key = k;
                     reloaded += 1;
                     log::info!("reloaded certificate {}", s.cert_path.display());
-                    crate::metrics::global().cert_reloads.with_label_values(&["ok"]).inc();
+                    crate::metrics::global()
+                        .cert_reloads
+                        .with_label_values(&["ok"])
+                        .inc();
                 }
                 Err(e) => {
                     log::error!("certificate reload failed, keeping the previous one: {e}");
-                    crate::metrics::global().cert_reloads.with_label_values(&["error"]).inc();
+                    crate::metrics::global()
+                        .cert_reloads
+                        .with_label_values(&["error"])
+                        .inc();
                 }
             }
         }

@@ -108,12 +108,13 @@ impl Keyring {
 
     /// Read a keyring file.
     pub fn load_file(path: &Path) -> Result<Self, KeyringError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            KeyringError::Read {
-                path: path.display().to_string(),
-                source,
-            }
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| KeyringError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            );
         Self::parse(&text)
     }
 

@@ -287,7 +287,12 @@ fn seal(key: &[u8; 32], aad: &[u8], msg: &[u8]) -> ([u8; NONCE_LEN], Vec<u8>) {
     (nonce, ct)
 }
 
-fn open(key: &[u8; 32], aad: &[u8], nonce: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+fn open(
+    key: &[u8; 32],
+    aad: &[u8],
+    nonce: &[u8],
+    ct: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     let cipher = XChaCha20Poly1305::new(key.into());
     cipher
         .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
@@ -302,7 +307,11 @@ fn split_dk(dk: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
     // form is x ‖ y.
     for share in blahaj::Sharks(2).dealer(dk).take(2) {
         let bytes = Zeroizing::new(Vec::<u8>::from(&share));
-        let target = if bytes[0] == SHARE_A_X { &mut a } else { &mut b };
+        let target = if bytes[0] == SHARE_A_X {
+            &mut a
+        } else {
+            &mut b
+        };
         target.copy_from_slice(&bytes[1..]);
     }
     (a, b)
@@ -335,7 +344,12 @@ fn valid_token(token: &[u8]) -> bool {
 }
 
 /// Split `token` for `tenant`. The returned record goes to the store, the Part A to the caller.
-pub fn mint(keyring: &Keyring, tenant: &str, token: &[u8], meta: &TokenMeta) -> Result<Minted, TokenError> {
+pub fn mint(
+    keyring: &Keyring,
+    tenant: &str,
+    token: &[u8],
+    meta: &TokenMeta,
+) -> Result<Minted, TokenError> {
     mint_with_id(keyring, tenant, TokenId::random(), token, meta)
 }
 
@@ -443,7 +457,12 @@ pub fn record_kid(stored: &[u8]) -> Option<&[u8]> {
 }
 
 /// Open the KEK layer of a stored record.
-fn open_record(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+fn open_record(
+    keyring: &Keyring,
+    tenant: &str,
+    id: &TokenId,
+    stored: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     if is_tombstone(stored).is_some() {
         return Err(TokenError::Revoked);
     }
@@ -496,7 +515,12 @@ pub fn reconstruct(
     let plain = open_record(keyring, tenant, &part_a.id, stored)?;
     let parts = split_record(&plain)?;
     let dk = combine(&part_a.share, parts.share_b)?;
-    let inner = open(&dk, &inner_aad(tenant, &part_a.id), parts.inner_nonce, parts.inner_ct)?;
+    let inner = open(
+        &dk,
+        &inner_aad(tenant, &part_a.id),
+        parts.inner_nonce,
+        parts.inner_ct,
+    )?;
     decode_inner(&inner, now)
 }
 
@@ -505,7 +529,9 @@ fn decode_inner(inner: &[u8], now: i64) -> Result<Credential, TokenError> {
         return Err(TokenError::Tampered);
     }
     let (exp, mut rest) = inner.split_at(8);
-    let exp = i64::from_be_bytes([exp[0], exp[1], exp[2], exp[3], exp[4], exp[5], exp[6], exp[7]]);
+    let exp = i64::from_be_bytes([
+        exp[0], exp[1], exp[2], exp[3], exp[4], exp[5], exp[6], exp[7],
+    ]);
     if now >= exp {
         return Err(TokenError::Expired);
     }
@@ -521,7 +547,12 @@ fn decode_inner(inner: &[u8], now: i64) -> Result<Credential, TokenError> {
 }
 
 /// Admin path: the public metadata of a record (no Part A needed).
-pub fn open_meta(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> Result<TokenMeta, TokenError> {
+pub fn open_meta(
+    keyring: &Keyring,
+    tenant: &str,
+    id: &TokenId,
+    stored: &[u8],
+) -> Result<TokenMeta, TokenError> {
     let plain = open_record(keyring, tenant, id, stored)?;
     let parts = split_record(&plain)?;
     serde_json::from_slice(parts.meta).map_err(|_| TokenError::Tampered)
@@ -529,7 +560,12 @@ pub fn open_meta(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -
 
 /// Admin path: re-seal a record under the active KEK. `Ok(None)` if it already is (or is a
 /// tombstone, which holds nothing to re-seal).
-pub fn reseal(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> Result<Option<Vec<u8>>, TokenError> {
+pub fn reseal(
+    keyring: &Keyring,
+    tenant: &str,
+    id: &TokenId,
+    stored: &[u8],
+) -> Result<Option<Vec<u8>>, TokenError> {
     if is_tombstone(stored).is_some() {
         return Ok(None);
     }
@@ -550,7 +586,12 @@ pub fn recover_token(
     let plain = open_record(keyring, tenant, &part_a.id, stored)?;
     let parts = split_record(&plain)?;
     let dk = combine(&part_a.share, parts.share_b)?;
-    let inner = open(&dk, &inner_aad(tenant, &part_a.id), parts.inner_nonce, parts.inner_ct)?;
+    let inner = open(
+        &dk,
+        &inner_aad(tenant, &part_a.id),
+        parts.inner_nonce,
+        parts.inner_ct,
+    )?;
     let mut rest = inner.get(8..).ok_or(TokenError::Tampered)?;
     take_str8(&mut rest)?;
     take_str8(&mut rest)?;

@@ -30,7 +30,10 @@ fn round_trip() {
     assert_eq!(cred.header, "authorization");
     assert_eq!(&cred.value[..], b"Bearer ghp_realUpstreamSecret0123456789");
     assert_eq!(open_meta(&ring, "acme", &m.id, &m.record).unwrap(), meta());
-    assert_eq!(&recover_token(&ring, "acme", &a, &m.record).unwrap()[..], TOKEN);
+    assert_eq!(
+        &recover_token(&ring, "acme", &a, &m.record).unwrap()[..],
+        TOKEN
+    );
 }
 
 #[test]
@@ -63,14 +66,20 @@ fn expired_token_refused() {
     let m = mint(&ring, "acme", TOKEN, &md).unwrap();
     let a = PartA::parse(&m.part_a).unwrap();
     assert!(reconstruct(&ring, "acme", &a, &m.record, 49).is_ok());
-    assert_eq!(reconstruct(&ring, "acme", &a, &m.record, 50).unwrap_err(), TokenError::Expired);
+    assert_eq!(
+        reconstruct(&ring, "acme", &a, &m.record, 50).unwrap_err(),
+        TokenError::Expired
+    );
 }
 
 #[test]
 fn bad_upstream_token_refused() {
     let ring = ring();
     for bad in [&b""[..], b"has space", b"new\nline", &[0xffu8][..]] {
-        assert_eq!(mint(&ring, "acme", bad, &meta()).err().unwrap(), TokenError::BadUpstreamToken);
+        assert_eq!(
+            mint(&ring, "acme", bad, &meta()).err().unwrap(),
+            TokenError::BadUpstreamToken
+        );
     }
 }
 
@@ -108,16 +117,30 @@ fn tampered_part_a_bytes_fail_authentication() {
         for bit in [0x01u8, 0x80] {
             let mut share = a.share.clone();
             share[i] ^= bit;
-            let t = PartA { tenant_tag: a.tenant_tag, id: a.id, share };
+            let t = PartA {
+                tenant_tag: a.tenant_tag,
+                id: a.id,
+                share,
+            };
             let again = PartA::parse(&t.encode()).unwrap();
-            assert_eq!(reconstruct(&ring, "acme", &again, &m.record, 0).unwrap_err(), TokenError::Tampered);
+            assert_eq!(
+                reconstruct(&ring, "acme", &again, &m.record, 0).unwrap_err(),
+                TokenError::Tampered
+            );
         }
     }
     for i in 0..16 {
         let mut id = a.id;
         id.0[i] ^= 1;
-        let t = PartA { tenant_tag: a.tenant_tag, id, share: a.share.clone() };
-        assert_eq!(reconstruct(&ring, "acme", &t, &m.record, 0).unwrap_err(), TokenError::Tampered);
+        let t = PartA {
+            tenant_tag: a.tenant_tag,
+            id,
+            share: a.share.clone(),
+        };
+        assert_eq!(
+            reconstruct(&ring, "acme", &t, &m.record, 0).unwrap_err(),
+            TokenError::Tampered
+        );
     }
 }
 
@@ -129,7 +152,10 @@ fn tampered_record_bytes_fail_authentication() {
     for i in 0..m.record.len() {
         let mut r = m.record.clone();
         r[i] ^= 0x01;
-        assert!(reconstruct(&ring, "acme", &a, &r, 0).is_err(), "flip at {i} accepted");
+        assert!(
+            reconstruct(&ring, "acme", &a, &r, 0).is_err(),
+            "flip at {i} accepted"
+        );
     }
     assert!(reconstruct(&ring, "acme", &a, &m.record[..m.record.len() - 1], 0).is_err());
     assert!(reconstruct(&ring, "acme", &a, &[], 0).is_err());
@@ -140,11 +166,17 @@ fn record_moved_to_other_tenant_or_id_is_useless() {
     let ring = ring();
     let m = mint(&ring, "acme", TOKEN, &meta()).unwrap();
     let a = PartA::parse(&m.part_a).unwrap();
-    assert_eq!(reconstruct(&ring, "globex", &a, &m.record, 0).unwrap_err(), TokenError::Tampered);
+    assert_eq!(
+        reconstruct(&ring, "globex", &a, &m.record, 0).unwrap_err(),
+        TokenError::Tampered
+    );
     let other = mint(&ring, "acme", TOKEN, &meta()).unwrap();
     let b = PartA::parse(&other.part_a).unwrap();
     // b's Part A against a's record: the id is in the AAD.
-    assert_eq!(reconstruct(&ring, "acme", &b, &m.record, 0).unwrap_err(), TokenError::Tampered);
+    assert_eq!(
+        reconstruct(&ring, "acme", &b, &m.record, 0).unwrap_err(),
+        TokenError::Tampered
+    );
 }
 
 #[test]
@@ -153,10 +185,16 @@ fn wrong_or_missing_kid() {
     let m = mint(&ring, "acme", TOKEN, &meta()).unwrap();
     let a = PartA::parse(&m.part_a).unwrap();
     let other = Keyring::parse(&format!("k9 {}", "33".repeat(32))).unwrap();
-    assert_eq!(reconstruct(&other, "acme", &a, &m.record, 0).unwrap_err(), TokenError::UnknownKid);
+    assert_eq!(
+        reconstruct(&other, "acme", &a, &m.record, 0).unwrap_err(),
+        TokenError::UnknownKid
+    );
     // Same kid name, different key.
     let same_name = Keyring::parse(&format!("k2 {}", "44".repeat(32))).unwrap();
-    assert_eq!(reconstruct(&same_name, "acme", &a, &m.record, 0).unwrap_err(), TokenError::Tampered);
+    assert_eq!(
+        reconstruct(&same_name, "acme", &a, &m.record, 0).unwrap_err(),
+        TokenError::Tampered
+    );
 }
 
 #[test]
@@ -180,7 +218,10 @@ fn tombstone_reads_as_revoked() {
     let a = PartA::parse(&m.part_a).unwrap();
     let t = tombstone(1234);
     assert_eq!(is_tombstone(&t), Some(1234));
-    assert_eq!(reconstruct(&ring, "acme", &a, &t, 0).unwrap_err(), TokenError::Revoked);
+    assert_eq!(
+        reconstruct(&ring, "acme", &a, &t, 0).unwrap_err(),
+        TokenError::Revoked
+    );
     assert!(is_tombstone(&m.record).is_none());
 }
 
@@ -214,9 +255,15 @@ fn shares_are_uniform_bias_test() {
         assert_eq!(*combine(&a, &b[..]).unwrap(), dk);
     }
     // Expected N/256 ≈ 156 for the secret's own value; sharks 0.5 gives exactly 0.
-    assert!(equal_secret > 90 && equal_secret < 230, "share == secret {equal_secret} times");
+    assert!(
+        equal_secret > 90 && equal_secret < 230,
+        "share == secret {equal_secret} times"
+    );
     let expected = N as f64 / 256.0;
-    let chi2: f64 = hist.iter().map(|&o| (o as f64 - expected).powi(2) / expected).sum();
+    let chi2: f64 = hist
+        .iter()
+        .map(|&o| (o as f64 - expected).powi(2) / expected)
+        .sum();
     // df = 255: mean 255, sd 22.6; 370 is > 5 sd, so a fair split fails this ~1e-6 of runs.
     assert!(chi2 < 370.0, "share bytes not uniform: chi2 = {chi2}");
 }

@@ -79,8 +79,19 @@ impl Redis {
     pub fn restart(&mut self) {
         self.stop();
         let child = Command::new(Self::bin())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(if self.persistent { ["--appendonly", "yes", "--appendfsync", "always"] } else { ["--appendonly", "no", "--appendfsync", "no"] })
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "no"]
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -88,8 +99,14 @@ impl Redis {
             .spawn()
             .expect("redis-server must be installed (scripts/test installs it)");
         self.child = Some(child);
-        let ok = eventually(Duration::from_secs(10), || self.cli(&["PING"]).is_some_and(|o| o.contains("PONG")));
-        assert!(ok.is_some(), "redis-server did not start on port {}", self.port);
+        let ok = eventually(Duration::from_secs(10), || {
+            self.cli(&["PING"]).is_some_and(|o| o.contains("PONG"))
+        });
+        assert!(
+            ok.is_some(),
+            "redis-server did not start on port {}",
+            self.port
+        );
     }
 
     pub fn stop(&mut self) {
@@ -119,7 +136,9 @@ impl Redis {
             .args(args)
             .output()
             .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -133,7 +152,9 @@ impl Drop for Redis {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
 }
 
 // === Upstream ===
@@ -210,9 +231,16 @@ impl Setup {
         let ca_pem = ca.ca_pem();
         std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
         let keyring = dir.path().join("keyring");
-        std::fs::write(&keyring, format!("k1 {}\n", hex::encode(rand_bytes::<32>()))).unwrap();
+        std::fs::write(
+            &keyring,
+            format!("k1 {}\n", hex::encode(rand_bytes::<32>())),
+        )
+        .unwrap();
         let s = Setup {
-            store: format!("{{ kind: embedded, path: \"{}\" }}", dir.path().join("store.redb").display()),
+            store: format!(
+                "{{ kind: embedded, path: \"{}\" }}",
+                dir.path().join("store.redb").display()
+            ),
             dir,
             ca,
             ca_pem,
@@ -234,7 +262,13 @@ impl Setup {
 
     /// (Re)write a tenant's certificate files.
     pub fn write_cert(&self, t: &TenantSpec) -> Leaf {
-        let names: Vec<&str> = t.cert_names.as_ref().unwrap_or(&t.hosts).iter().map(String::as_str).collect();
+        let names: Vec<&str> = t
+            .cert_names
+            .as_ref()
+            .unwrap_or(&t.hosts)
+            .iter()
+            .map(String::as_str)
+            .collect();
         let leaf = self.ca.issue(&names).unwrap();
         std::fs::write(self.path(&format!("{}.pem", t.id)), &leaf.cert_pem).unwrap();
         std::fs::write(self.path(&format!("{}.key", t.id)), &leaf.key_pem).unwrap();
@@ -266,7 +300,10 @@ impl Setup {
             sha_hex(&self.admin_token),
         );
         for (i, (tenant, tok)) in self.tenant_admin_tokens.iter().enumerate() {
-            y.push_str(&format!("    - {{ name: secops{i}, sha256: {}, scope: \"tenant:{tenant}\" }}\n", sha_hex(tok)));
+            y.push_str(&format!(
+                "    - {{ name: secops{i}, sha256: {}, scope: \"tenant:{tenant}\" }}\n",
+                sha_hex(tok)
+            ));
         }
         y.push_str(&self.extra);
         if !y.ends_with('\n') {
@@ -296,7 +333,15 @@ impl Setup {
         let ports = Ports::new();
         let cfg = self.path(&format!("{name}.yaml"));
         std::fs::write(&cfg, self.yaml(&ports, name)).unwrap();
-        Tessera::spawn(cfg, ports, self.path(&format!("{name}.log")), self.path(&format!("{name}.sessions.jsonl")), self.ca_pem.clone(), self.admin_token.clone(), env)
+        Tessera::spawn(
+            cfg,
+            ports,
+            self.path(&format!("{name}.log")),
+            self.path(&format!("{name}.sessions.jsonl")),
+            self.ca_pem.clone(),
+            self.admin_token.clone(),
+            env,
+        )
     }
 }
 
@@ -347,16 +392,31 @@ pub struct Tessera {
 }
 
 impl Tessera {
-    pub fn spawn(config: PathBuf, ports: Ports, log: PathBuf, sessions: PathBuf, ca_pem: String, admin_token: String, env: &[(&str, &str)]) -> Tessera {
+    pub fn spawn(
+        config: PathBuf,
+        ports: Ports,
+        log: PathBuf,
+        sessions: PathBuf,
+        ca_pem: String,
+        admin_token: String,
+        env: &[(&str, &str)],
+    ) -> Tessera {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
         cmd.arg("serve")
             .arg("-c")
             .arg(&config)
             .arg("--upgrade-sock")
             .arg(std::env::temp_dir().join(format!("tessera-test-{}-{n}.sock", std::process::id())))
-            .env("RUST_LOG", std::env::var("TESSERA_TEST_LOG").unwrap_or_else(|_| "debug".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TESSERA_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+            )
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .stdin(Stdio::null());
@@ -372,7 +432,10 @@ impl Tessera {
             config,
             ca_pem,
             admin_token,
-            admin: reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            admin: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
         };
         t.wait_listening();
         t
@@ -381,7 +444,10 @@ impl Tessera {
     /// Wait until the admin API answers and the HTTPS port accepts.
     pub fn wait_listening(&self) {
         let ok = eventually(Duration::from_secs(20), || {
-            self.admin.get(self.admin_url("/healthz")).send().is_ok_and(|r| r.status() == 200)
+            self.admin
+                .get(self.admin_url("/healthz"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
                 && std::net::TcpStream::connect(("127.0.0.1", self.ports.https)).is_ok()
         });
         if ok.is_none() {
@@ -392,11 +458,18 @@ impl Tessera {
     /// Wait until `/readyz` says ready.
     pub fn wait_ready(&self) {
         let ok = eventually(Duration::from_secs(20), || self.ready());
-        assert!(ok.is_some(), "tessera never became ready; log:\n{}", self.log_text());
+        assert!(
+            ok.is_some(),
+            "tessera never became ready; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn ready(&self) -> bool {
-        self.admin.get(self.admin_url("/readyz")).send().is_ok_and(|r| r.status() == 200)
+        self.admin
+            .get(self.admin_url("/readyz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
     }
 
     pub fn log_text(&self) -> String {
@@ -412,7 +485,13 @@ impl Tessera {
         self.admin_call_as(&self.admin_token.clone(), method, path, body)
     }
 
-    pub fn admin_call_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub fn admin_call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .admin
             .request(method.parse().unwrap(), self.admin_url(path))
@@ -427,9 +506,16 @@ impl Tessera {
 
     /// Mint a token; returns (id, part_a).
     pub fn mint(&self, tenant: &str, upstream_token: &str) -> (String, String) {
-        let (s, v) = self.admin_call("POST", &format!("/v1/tenants/{tenant}/tokens"), Some(json!({"token": upstream_token, "label": "test"})));
+        let (s, v) = self.admin_call(
+            "POST",
+            &format!("/v1/tenants/{tenant}/tokens"),
+            Some(json!({"token": upstream_token, "label": "test"})),
+        );
         assert_eq!(s, 201, "mint failed: {v}");
-        (v["id"].as_str().unwrap().to_string(), v["part_a"].as_str().unwrap().to_string())
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["part_a"].as_str().unwrap().to_string(),
+        )
     }
 
     /// A client that resolves `hosts` to this instance's HTTPS port and trusts the test CA.
@@ -460,7 +546,9 @@ impl Tessera {
 
     /// SIGTERM and wait for exit; returns the exit status success.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return true };
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
         signal(c.id(), "TERM");
         let start = Instant::now();
         loop {
@@ -504,7 +592,10 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         if n != name {
             continue;
         }
-        if labels.iter().all(|(k, v)| lbl.split(',').any(|p| p == format!("{k}=\"{v}\""))) {
+        if labels
+            .iter()
+            .all(|(k, v)| lbl.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+        {
             sum += value.parse::<f64>().unwrap_or(0.0);
         }
     }
@@ -512,7 +603,12 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// A blocking HTTPS client resolving `hosts` to 127.0.0.1:`port`, trusting `ca_pem`.
-pub fn client_for(ca_pem: &str, port: u16, hosts: &[&str], http2_only: bool) -> reqwest::blocking::Client {
+pub fn client_for(
+    ca_pem: &str,
+    port: u16,
+    hosts: &[&str],
+    http2_only: bool,
+) -> reqwest::blocking::Client {
     let mut b = reqwest::blocking::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
         .timeout(Duration::from_secs(15))
@@ -521,7 +617,11 @@ pub fn client_for(ca_pem: &str, port: u16, hosts: &[&str], http2_only: bool) -> 
         b = b.resolve(h, SocketAddr::from(([127, 0, 0, 1], port)));
     }
     // HTTP/1.1 unless asked: tests that override Host need it (h2 uses :authority).
-    b = if http2_only { b.http2_prior_knowledge() } else { b.http1_only() };
+    b = if http2_only {
+        b.http2_prior_knowledge()
+    } else {
+        b.http1_only()
+    };
     b.build().unwrap()
 }
 
@@ -532,7 +632,11 @@ pub fn assert_not_in_files(files: &[&Path], secrets: &[&str]) {
         for s in secrets {
             assert!(!s.is_empty());
             if let Some(line) = text.lines().find(|l| l.contains(s)) {
-                panic!("secret material found in {}: {}", f.display(), &line[..line.len().min(300)]);
+                panic!(
+                    "secret material found in {}: {}",
+                    f.display(),
+                    &line[..line.len().min(300)]
+                );
             }
         }
     }
