@@ -81,8 +81,7 @@ fn bench_crypto(c: &mut Criterion) {
 
     // Sanity: the benchmarked paths succeed (a bench of an early-error path would be useless).
     let parsed = PartA::parse(&part_a_str).expect("parse");
-    let cred =
-        token::reconstruct(&ring, TENANT, &parsed, &minted.record, now).expect("reconstruct");
+    let cred = token::reconstruct(&ring, TENANT, &parsed, &minted.record, now).expect("reconstruct");
     assert_eq!(cred.header, "authorization");
     assert!(cred.value.starts_with(b"Bearer "));
 
@@ -111,8 +110,7 @@ fn bench_crypto(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(store.put(TENANT, &minted.id, &minted.record))
-        .expect("put");
+    rt.block_on(store.put(TENANT, &minted.id, &minted.record)).expect("put");
     let tag = token::tenant_tag(TENANT);
 
     c.bench_function("full_request_crypto", |b| {
@@ -130,9 +128,7 @@ fn bench_crypto(c: &mut Criterion) {
     assert_eq!(tag, parsed.tenant_tag);
 
     c.bench_function("mint", |b| {
-        b.iter(|| {
-            token::mint(&ring, black_box(TENANT), black_box(UPSTREAM_TOKEN), &meta).expect("mint")
-        })
+        b.iter(|| token::mint(&ring, black_box(TENANT), black_box(UPSTREAM_TOKEN), &meta).expect("mint"))
     });
 
     drop(store);

@@ -119,11 +119,7 @@ pub struct DemoArgs {
 #[derive(Args, Debug, Clone)]
 pub struct AdminArgs {
     /// Admin API base URL.
-    #[arg(
-        long,
-        env = "TESSERA_ADMIN_URL",
-        default_value = "http://127.0.0.1:9901"
-    )]
+    #[arg(long, env = "TESSERA_ADMIN_URL", default_value = "http://127.0.0.1:9901")]
     pub admin_url: String,
     /// File holding the admin token (else TESSERA_ADMIN_TOKEN).
     #[arg(long)]
@@ -250,8 +246,8 @@ fn read_secret(file: Option<&Path>, what: &str) -> Result<Zeroizing<String>, Cli
     let mut s = Zeroizing::new(String::new());
     match file {
         Some(p) => {
-            let data = std::fs::read_to_string(p)
-                .map_err(|e| CliError::Io(format!("cannot read {}: {e}", p.display())))?;
+            let data =
+                std::fs::read_to_string(p).map_err(|e| CliError::Io(format!("cannot read {}: {e}", p.display())))?;
             s.push_str(&data);
             let mut data = data;
             zeroize::Zeroize::zeroize(&mut data);
@@ -286,9 +282,7 @@ impl Api {
             Some(p) => read_secret(Some(p), "admin token")?,
             None => Zeroizing::new(
                 std::env::var("TESSERA_ADMIN_TOKEN")
-                    .map_err(|_| {
-                        CliError::Usage("set TESSERA_ADMIN_TOKEN or pass --admin-token-file".into())
-                    })?
+                    .map_err(|_| CliError::Usage("set TESSERA_ADMIN_TOKEN or pass --admin-token-file".into()))?
                     .trim()
                     .to_string(),
             ),
@@ -304,12 +298,7 @@ impl Api {
         })
     }
 
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, CliError> {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -353,13 +342,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             upgrade_sock,
         } => {
             let cfg = Config::load(&config)?;
-            server::run(
-                cfg,
-                ServeOptions {
-                    upgrade,
-                    upgrade_sock,
-                },
-            )?;
+            server::run(cfg, ServeOptions { upgrade, upgrade_sock })?;
             Ok(())
         }
         Command::CheckConfig { config } => {
@@ -388,9 +371,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 }
             }
             if failed {
-                Err(CliError::Usage(
-                    "configuration has problems (see above)".into(),
-                ))
+                Err(CliError::Usage("configuration has problems (see above)".into()))
             } else {
                 Ok(())
             }
@@ -414,13 +395,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let tls = match (tls_cert, tls_key) {
                 (Some(c), Some(k)) => {
                     let read = |p: &Path| {
-                        std::fs::read_to_string(p)
-                            .map_err(|e| CliError::Io(format!("{}: {e}", p.display())))
+                        std::fs::read_to_string(p).map_err(|e| CliError::Io(format!("{}: {e}", p.display())))
                     };
-                    Some(
-                        crate::demo::echo::tls_acceptor(&read(&c)?, &read(&k)?)
-                            .map_err(CliError::Io)?,
-                    )
+                    Some(crate::demo::echo::tls_acceptor(&read(&c)?, &read(&k)?).map_err(CliError::Io)?)
                 }
                 _ => None,
             };
@@ -445,10 +422,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 sha2::Sha256::default(),
                 token.as_bytes(),
             )));
-            println!(
-                "admin token (give to the caller, shown once): {}",
-                token.as_str()
-            );
+            println!("admin token (give to the caller, shown once): {}", token.as_str());
             println!("config line for admin.tokens:");
             println!("    - {{ name: {name}, sha256: {sha}, scope: \"{scope}\" }}");
             Ok(())
@@ -471,16 +445,14 @@ fn keys(cmd: KeysCmd) -> Result<(), CliError> {
                 "# Tessera keyring: first key is active. Keep this file secret (mode 0600).\n{}\n",
                 line.as_str()
             ));
-            crate::demo::certs::write_file(&out, text.as_bytes(), true)
-                .map_err(|e| CliError::Io(e.to_string()))?;
+            crate::demo::certs::write_file(&out, text.as_bytes(), true).map_err(|e| CliError::Io(e.to_string()))?;
             let kid = line.split_whitespace().next().unwrap_or("");
             println!("wrote {} with active kid {kid}", out.display());
             Ok(())
         }
         KeysCmd::Add { file } => {
             let old = Zeroizing::new(
-                std::fs::read_to_string(&file)
-                    .map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?,
+                std::fs::read_to_string(&file).map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?,
             );
             Keyring::parse(&old)?;
             let line = Keyring::generate_line();
@@ -489,30 +461,26 @@ fn keys(cmd: KeysCmd) -> Result<(), CliError> {
                 .filter(|l| !l.starts_with("# Tessera keyring"))
                 .map(|l| format!("{l}\n"))
                 .collect();
-            let text = Zeroizing::new(format!("# Tessera keyring: first key is active. Keep this file secret (mode 0600).\n{}\n{body}", line.as_str()));
+            let text = Zeroizing::new(format!(
+                "# Tessera keyring: first key is active. Keep this file secret (mode 0600).\n{}\n{body}",
+                line.as_str()
+            ));
             Keyring::parse(&text)?;
-            crate::demo::certs::write_file(&file, text.as_bytes(), true)
-                .map_err(|e| CliError::Io(e.to_string()))?;
+            crate::demo::certs::write_file(&file, text.as_bytes(), true).map_err(|e| CliError::Io(e.to_string()))?;
             let kid = line.split_whitespace().next().unwrap_or("");
             println!("added active kid {kid} to {}; once every instance has reloaded it (tls.reload_interval), run `tessera keys rotate`", file.display());
             Ok(())
         }
         KeysCmd::Retire { file, kid } => {
             let old = Zeroizing::new(
-                std::fs::read_to_string(&file)
-                    .map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?,
+                std::fs::read_to_string(&file).map_err(|e| CliError::Io(format!("{}: {e}", file.display())))?,
             );
             let ring = Keyring::parse(&old)?;
             if ring.active().kid == kid {
-                return Err(CliError::Usage(format!(
-                    "{kid} is the active key; add a new one first"
-                )));
+                return Err(CliError::Usage(format!("{kid} is the active key; add a new one first")));
             }
             if ring.get(kid.as_bytes()).is_none() {
-                return Err(CliError::Usage(format!(
-                    "no kid {kid} in {}",
-                    file.display()
-                )));
+                return Err(CliError::Usage(format!("no kid {kid} in {}", file.display())));
             }
             let text: Zeroizing<String> = Zeroizing::new(
                 old.lines()
@@ -521,8 +489,7 @@ fn keys(cmd: KeysCmd) -> Result<(), CliError> {
                     .collect(),
             );
             Keyring::parse(&text)?;
-            crate::demo::certs::write_file(&file, text.as_bytes(), true)
-                .map_err(|e| CliError::Io(e.to_string()))?;
+            crate::demo::certs::write_file(&file, text.as_bytes(), true).map_err(|e| CliError::Io(e.to_string()))?;
             println!("retired {kid} from {}", file.display());
             Ok(())
         }
@@ -533,10 +500,7 @@ fn keys(cmd: KeysCmd) -> Result<(), CliError> {
         }),
         KeysCmd::Rotate { admin } => runtime()?.block_on(async {
             let api = Api::new(&admin)?;
-            print_json(
-                &api.call(reqwest::Method::POST, "/v1/keys/rotate", None)
-                    .await?,
-            );
+            print_json(&api.call(reqwest::Method::POST, "/v1/keys/rotate", None).await?);
             Ok(())
         }),
     }
@@ -573,20 +537,14 @@ async fn token(cmd: TokenCmd) -> Result<(), CliError> {
                 )
                 .await?;
             print_json(&v);
-            eprintln!(
-                "Part A is shown only now: hand it to the integration over a secure channel."
-            );
+            eprintln!("Part A is shown only now: hand it to the integration over a secure channel.");
             Ok(())
         }
         TokenCmd::List { admin, tenant } => {
             let api = Api::new(&admin)?;
             print_json(
-                &api.call(
-                    reqwest::Method::GET,
-                    &format!("/v1/tenants/{tenant}/tokens"),
-                    None,
-                )
-                .await?,
+                &api.call(reqwest::Method::GET, &format!("/v1/tenants/{tenant}/tokens"), None)
+                    .await?,
             );
             Ok(())
         }
@@ -652,10 +610,7 @@ async fn sessions(
             q.push_str(&format!("&token_id={t}"));
         }
         if let Some(s) = &since {
-            q.push_str(&format!(
-                "&since={}",
-                s.replace(':', "%3A").replace('+', "%2B")
-            ));
+            q.push_str(&format!("&since={}", s.replace(':', "%3A").replace('+', "%2B")));
         }
         let v = api
             .call(
@@ -664,11 +619,7 @@ async fn sessions(
                 None,
             )
             .await?;
-        let mut records: Vec<Value> = v
-            .get("records")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let mut records: Vec<Value> = v.get("records").and_then(Value::as_array).cloned().unwrap_or_default();
         records.reverse(); // oldest first, like a log
         for r in &records {
             let ts = r.get("ts").and_then(Value::as_u64).unwrap_or(0);

@@ -33,10 +33,9 @@ impl Log for Guarded {
 
 /// Install the logger; call once, first thing in `main`.
 pub fn init() {
-    let logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-            .format_timestamp_millis()
-            .build();
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .build();
     let max = logger.filter();
     if log::set_boxed_logger(Box::new(Guarded(logger))).is_ok() {
         log::set_max_level(max.min(LevelFilter::Trace));
@@ -49,12 +48,8 @@ mod tests {
 
     #[test]
     fn third_party_trace_is_dropped() {
-        let m =
-            |target: &'static str, level| Metadata::builder().target(target).level(level).build();
-        assert!(!allowed(&m(
-            "pingora_core::protocols::http::v1::client",
-            Level::Trace
-        )));
+        let m = |target: &'static str, level| Metadata::builder().target(target).level(level).build();
+        assert!(!allowed(&m("pingora_core::protocols::http::v1::client", Level::Trace)));
         assert!(!allowed(&m("pingora_proxy::proxy_h1", Level::Debug)));
         assert!(allowed(&m("pingora_core::server", Level::Info)));
         assert!(allowed(&m("tessera::proxy", Level::Trace)));

@@ -122,22 +122,6 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let keyring = Arc::new(ArcSwap::from_pointee(load_keyring(&cfg.keys)?));
     let tenants = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream)?);
 
-    let mut redis: Option<Arc<RedisStore>> = None;
-    let store: Arc<dyn FragmentStore> = match &cfg.store {
-        StoreConf::Embedded { path } => {
-            metrics::global().store_up.set(1);
-            metrics::global().tracking_up.set(1);
-            Arc::new(EmbeddedStore::open(path)?)
-        }
-        StoreConf::Redis(rc) => {
-            let rt = client_runtime()?;
-            let _guard = rt.enter();
-            let r = RedisStore::new(rc.clone())?;
-            redis = Some(r.clone());
-            r
-        }
-    };
-
     let mut conf = ServerConf {
         threads: cfg.threads,
         grace_period_seconds: Some(cfg.grace_period.as_secs().max(1)),
@@ -153,7 +137,45 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // With --upgrade this blocks until the old process hands its listeners over (SIGQUIT).
+    // The embedded store is opened afterwards: the old process releases the file right then.
     server.bootstrap();
+    let phases = server.watch_execution_phase();
+
+    let mut redis: Option<Arc<RedisStore>> = None;
+    let mut embedded: Option<Arc<EmbeddedStore>> = None;
+    let store: Arc<dyn FragmentStore> = match &cfg.store {
+        StoreConf::Embedded { path } => {
+            metrics::global().store_up.set(1);
+            metrics::global().tracking_up.set(1);
+            let wait = if opts.upgrade {
+                cfg.grace_period + Duration::from_secs(5)
+            } else {
+                Duration::ZERO
+            };
+            let e = Arc::new(EmbeddedStore::open_with_retry(path, wait)?);
+            embedded = Some(e.clone());
+            e
+        }
+        StoreConf::Redis(rc) => {
+            let rt = client_runtime()?;
+            let _guard = rt.enter();
+            let r = RedisStore::new(rc.clone())?;
+            redis = Some(r.clone());
+            r
+        }
+    };
+    if let Some(e) = embedded {
+        // Hand the database file over when a new process takes our listeners (SIGQUIT).
+        let mut phases = phases;
+        client_runtime()?.spawn(async move {
+            while let Ok(phase) = phases.recv().await {
+                if matches!(phase, pingora::server::ExecutionPhase::GracefulUpgradeTransferringFds) {
+                    e.release();
+                }
+            }
+        });
+    }
 
     // TLS: resolver by SNI, SNI captured for routing, h2 + h1 via ALPN.
     let certs = CertStore::new(
@@ -178,10 +200,10 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         keyring: keyring.clone(),
         sessions,
         anomaly: anomaly.clone(),
+        max_request: cfg.upstream.max_request,
     };
     let conf = server.configuration.clone();
-    let mut proxy_service =
-        pingora::proxy::http_proxy_service_with_name(&conf, proxy, "tessera proxy");
+    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(&conf, proxy, "tessera proxy");
     proxy_service.add_tls_with_settings(&cfg.listen.https.to_string(), None, tls);
     if let Some(http) = cfg.listen.http {
         proxy_service.add_tcp(&http.to_string());
@@ -207,10 +229,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         server.add_service(m);
     }
 
-    server.add_service(background_service(
-        "certificate reloader",
-        ArcService(certs),
-    ));
+    server.add_service(background_service("certificate reloader", ArcService(certs)));
     if let KeysConf::File(path) = &cfg.keys {
         server.add_service(background_service(
             "keyring reloader",

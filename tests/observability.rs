@@ -27,7 +27,13 @@ fn client_from(t: &Tessera, ca: &str, local: Option<IpAddr>) -> reqwest::blockin
 }
 
 fn req(c: &reqwest::blocking::Client, t: &Tessera, part_a: &str, path: &str, ua: &str) -> u16 {
-    c.get(t.url(HOST, path)).bearer_auth(part_a).header("user-agent", ua).send().unwrap().status().as_u16()
+    c.get(t.url(HOST, path))
+        .bearer_auth(part_a)
+        .header("user-agent", ua)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// One request per 100 ms window for `windows` windows.
@@ -106,7 +112,11 @@ fn anomalies_fire_on_crafted_patterns_and_not_on_steady_traffic() {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|r| r["anomalies"].as_array().is_some_and(|a| a.iter().any(|k| k == "rate_spike")))
+            .any(|r| {
+                r["anomalies"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|k| k == "rate_spike"))
+            })
     });
     assert!(marked.is_some(), "no session record marked rate_spike");
     // Scores are published by the sweeper; the anomaly score family exists per tenant.
@@ -116,7 +126,9 @@ fn anomalies_fire_on_crafted_patterns_and_not_on_steady_traffic() {
 #[test]
 fn block_action_quarantines_until_unblocked() {
     let up = echo_upstream();
-    let setup = Setup::new(vec![TenantSpec::new("acme", &[HOST], up).extra(&FAST_ANOMALY.replace("{ window", "{ action: block, window"))]);
+    let setup = Setup::new(vec![
+        TenantSpec::new("acme", &[HOST], up).extra(&FAST_ANOMALY.replace("{ window", "{ action: block, window"))
+    ]);
     let t = setup.start("block");
     let c = client_from(&t, &setup.ca_pem, None);
     let (id, a) = t.mint("acme", "tok");
@@ -136,7 +148,10 @@ fn block_action_quarantines_until_unblocked() {
 fn session_records_in_file_stream_and_api() {
     let redis = Redis::start();
     let up = echo_upstream();
-    let mut setup = Setup::new(vec![TenantSpec::new("acme", &[HOST], up), TenantSpec::new("globex", &["api.globex.example"], up)]);
+    let mut setup = Setup::new(vec![
+        TenantSpec::new("acme", &[HOST], up),
+        TenantSpec::new("globex", &["api.globex.example"], up),
+    ]);
     let acme_secops = setup.tenant_admin("acme");
     setup.redis_store(&redis, "");
     let t = setup.start("sessions");
@@ -185,7 +200,12 @@ fn session_records_in_file_stream_and_api() {
     let stream = redis.cli(&["XRANGE", "tessera:log:acme", "-", "+"]).unwrap();
     assert!(stream.contains(&rid), "record missing from Redis stream");
     // Through the admin API, filtered by token, and scoped.
-    let (s, v) = t.admin_call_as(&acme_secops, "GET", &format!("/v1/tenants/acme/sessions?token_id={id}&limit=10"), None);
+    let (s, v) = t.admin_call_as(
+        &acme_secops,
+        "GET",
+        &format!("/v1/tenants/acme/sessions?token_id={id}&limit=10"),
+        None,
+    );
     assert_eq!(s, 200);
     let recs = v["records"].as_array().unwrap();
     assert!(!recs.is_empty() && recs.iter().all(|r| r["token_id"] == id.as_str()));
@@ -207,22 +227,56 @@ fn session_records_in_file_stream_and_api() {
 #[test]
 fn metrics_parse_and_carry_no_identifiers() {
     let up = echo_upstream();
-    let mut setup = Setup::new(vec![TenantSpec::new("acme", &[HOST], up), TenantSpec::new("globex", &["api.globex.example"], up)]);
+    let mut setup = Setup::new(vec![
+        TenantSpec::new("acme", &[HOST], up),
+        TenantSpec::new("globex", &["api.globex.example"], up),
+    ]);
     setup.extra = "metrics: { tenant_label_cap: 1 }\n".into();
     let t = setup.start("metrics");
     let (id, a) = t.mint("acme", "tok");
     let (_, g) = t.mint("globex", "tok2");
     let c = t.client(&[HOST, "api.globex.example"]);
     for _ in 0..3 {
-        assert_eq!(c.get(t.url(HOST, "/m?secret=1")).bearer_auth(&a).send().unwrap().status(), 200);
-        assert_eq!(c.get(t.url("api.globex.example", "/m")).bearer_auth(&g).send().unwrap().status(), 200);
+        assert_eq!(
+            c.get(t.url(HOST, "/m?secret=1"))
+                .bearer_auth(&a)
+                .send()
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            c.get(t.url("api.globex.example", "/m"))
+                .bearer_auth(&g)
+                .send()
+                .unwrap()
+                .status(),
+            200
+        );
     }
     let text = t.metrics();
-    assert_eq!(metric_value(&text, "tessera_requests_total", &[("tenant", "acme"), ("code_class", "2xx")]), 3.0);
+    assert_eq!(
+        metric_value(
+            &text,
+            "tessera_requests_total",
+            &[("tenant", "acme"), ("code_class", "2xx")]
+        ),
+        3.0
+    );
     // Beyond the label cap the second tenant folds into _other, and that is counted.
-    assert_eq!(metric_value(&text, "tessera_requests_total", &[("tenant", "_other"), ("code_class", "2xx")]), 3.0);
+    assert_eq!(
+        metric_value(
+            &text,
+            "tessera_requests_total",
+            &[("tenant", "_other"), ("code_class", "2xx")]
+        ),
+        3.0
+    );
     assert_eq!(metric_value(&text, "tessera_tenant_label_overflow_total", &[]), 1.0);
-    assert_eq!(metric_value(&text, "tessera_request_duration_seconds_count", &[("tenant", "acme")]), 3.0);
+    assert_eq!(
+        metric_value(&text, "tessera_request_duration_seconds_count", &[("tenant", "acme")]),
+        3.0
+    );
     assert!(metric_value(&text, "tessera_bytes_sent_total", &[("tenant", "acme")]) > 0.0);
     assert_eq!(metric_value(&text, "tessera_store_up", &[]), 1.0);
     assert_eq!(metric_value(&text, "tessera_build_info", &[]), 1.0);
@@ -242,7 +296,10 @@ fn metrics_parse_and_carry_no_identifiers() {
         let out = child.wait_with_output().unwrap();
         let msg = String::from_utf8_lossy(&out.stderr);
         // promtool exits 3 for lint warnings (e.g. naming advice) and 1 for parse errors.
-        assert!(out.status.code() != Some(1) || !msg.contains("error while linting"), "promtool: {msg}");
+        assert!(
+            out.status.code() != Some(1) || !msg.contains("error while linting"),
+            "promtool: {msg}"
+        );
         assert!(!msg.contains("text format parsing error"), "promtool: {msg}");
     }
 }
@@ -253,7 +310,11 @@ fn full_log_channel_drops_and_counts_but_requests_succeed() {
     let mut setup = Setup::new(vec![TenantSpec::new("acme", &[HOST], up)]);
     // A FIFO nobody reads: the writer blocks opening it, so the channel fills up.
     let fifo = setup.path("blocked.fifo");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     setup.extra = format!("session_log: {{ file: \"{}\", channel_capacity: 4 }}\n", fifo.display());
     let ports = Ports::new();
     // Drop the harness' own session_log line so ours is the only one.
@@ -265,7 +326,15 @@ fn full_log_channel_drops_and_counts_but_requests_succeed() {
         .join("\n");
     let cfg = setup.path("drops.yaml");
     std::fs::write(&cfg, yaml).unwrap();
-    let t = Tessera::spawn(cfg, ports, setup.path("drops.log"), fifo.clone(), setup.ca_pem.clone(), setup.admin_token.clone(), &[]);
+    let t = Tessera::spawn(
+        cfg,
+        ports,
+        setup.path("drops.log"),
+        fifo.clone(),
+        setup.ca_pem.clone(),
+        setup.admin_token.clone(),
+        &[],
+    );
     let (_, a) = t.mint("acme", "tok");
     let c = t.client(&[HOST]);
     for _ in 0..40 {

@@ -31,10 +31,7 @@ fn handshake(port: u16, sni: &str, ca_pem: &str) -> Result<Vec<u8>, String> {
             .await
             .map_err(|e| e.to_string())?;
         let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
+        let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
         let (_, conn) = tls.get_ref();
         Ok(conn
             .peer_certificates()
@@ -178,16 +175,10 @@ fn tenant_and_forwarding_headers_are_set_and_spoofs_removed() {
     assert_eq!(h["x-team"], "integrations");
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
-    assert_eq!(
-        h["x-forwarded-host"],
-        format!("saas.acme.example:{}", t.ports.https)
-    );
+    assert_eq!(h["x-forwarded-host"], format!("saas.acme.example:{}", t.ports.https));
     assert_eq!(h["host"], up.to_string());
     assert_eq!(h["x-request-id"], "client-req-1");
-    assert!(
-        h.get("x-hop").is_none(),
-        "Connection-listed header forwarded"
-    );
+    assert!(h.get("x-hop").is_none(), "Connection-listed header forwarded");
     assert!(h.get("proxy-authorization").is_none());
     assert!(
         h.get("authorization").is_none(),
@@ -215,11 +206,7 @@ fn http2_works() {
     let t = setup.start("h2");
     let c = client_for(&setup.ca_pem, t.ports.https, &["saas.acme.example"], true);
     for _ in 0..3 {
-        let r = c
-            .post(t.url("saas.acme.example", "/h2"))
-            .body("hello")
-            .send()
-            .unwrap();
+        let r = c.post(t.url("saas.acme.example", "/h2")).body("hello").send().unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
         assert_eq!(r.status(), 200);
         let v: Value = r.json().unwrap();
@@ -239,10 +226,8 @@ fn https_upstream_verified_and_bad_upstream_cert_refused() {
     let ca_file = dir.path().join("upstream-ca.pem");
     std::fs::write(&ca_file, ca.ca_pem()).unwrap();
     let spec = |id: &str, host: &str, addr: std::net::SocketAddr| {
-        let mut s = TenantSpec::new(id, &[host], addr).extra(&format!(
-            "    auth: none\n    upstream_ca: \"{}\"",
-            ca_file.display()
-        ));
+        let mut s = TenantSpec::new(id, &[host], addr)
+            .extra(&format!("    auth: none\n    upstream_ca: \"{}\"", ca_file.display()));
         s.upstream = format!("https://localhost:{}", addr.port());
         s
     };
@@ -287,13 +272,7 @@ fn certificate_hot_reload_seen_by_next_handshake_and_bad_file_keeps_old() {
     let before = handshake(t.ports.https, "saas.acme.example", &setup.ca_pem).unwrap();
     // A long-lived connection opened before the reload keeps working.
     let c = t.client(&["saas.acme.example"]);
-    assert_eq!(
-        c.get(t.url("saas.acme.example", "/"))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(c.get(t.url("saas.acme.example", "/")).send().unwrap().status(), 200);
 
     let new_leaf = setup.write_cert(&setup.tenants[0]);
     let new_der = leaf_der(&setup.path("acme.pem"));
@@ -302,13 +281,7 @@ fn certificate_hot_reload_seen_by_next_handshake_and_bad_file_keeps_old() {
         handshake(t.ports.https, "saas.acme.example", &setup.ca_pem).ok() == Some(new_der.clone())
     });
     assert!(seen.is_some(), "new certificate not served");
-    assert_eq!(
-        c.get(t.url("saas.acme.example", "/"))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(c.get(t.url("saas.acme.example", "/")).send().unwrap().status(), 200);
     drop(new_leaf);
 
     // A broken certificate file: the previous certificate stays, an error is logged.
@@ -338,11 +311,7 @@ fn sigterm_drains_in_flight_requests() {
     let inflight = std::thread::spawn(move || c.get(url).send().map(|r| r.status().as_u16()));
     std::thread::sleep(Duration::from_millis(300));
     assert!(t.terminate(), "tessera did not exit cleanly after SIGTERM");
-    assert_eq!(
-        inflight.join().unwrap().unwrap(),
-        200,
-        "in-flight request was cut"
-    );
+    assert_eq!(inflight.join().unwrap().unwrap(), 200, "in-flight request was cut");
 }
 
 #[test]
@@ -354,11 +323,7 @@ fn example_config_and_check_config_command() {
         .args(["check-config", "-c", "conf/tessera.example.yaml"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 
     // A broken config: exit code non-zero, messages name key, value and fix.
@@ -387,11 +352,7 @@ fn example_config_and_check_config_command() {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
     // Unknown keys are errors.
-    std::fs::write(
-        &bad,
-        "listen: { https: \"127.0.0.1:1\", htps: \"x\" }\ntenants: []\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "listen: { https: \"127.0.0.1:1\", htps: \"x\" }\ntenants: []\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["check-config", "-c"])
         .arg(&bad)
@@ -399,4 +360,26 @@ fn example_config_and_check_config_command() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `htps`"));
+}
+
+#[test]
+fn long_requests_are_cut_at_max_request_duration() {
+    let (mut setup, _) = two_tenants();
+    setup.upstream = "{ connect_timeout: 2s, read_timeout: 10s, max_request_duration: 1s }".into();
+    let t = setup.start("maxdur");
+    let c = t.client(&["saas.acme.example"]);
+    // Within the bound: fine.
+    let r = c.get(t.url("saas.acme.example", "/delay/100")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().is_ok());
+    // Past the bound: a 504, or (once streaming has begun) a cut body.
+    if let Ok(r) = c.get(t.url("saas.acme.example", "/delay/1500")).send() {
+        let status = r.status();
+        let body = r.text();
+        assert!(
+            status == 504 || body.is_err(),
+            "completed past the bound: {status} {body:?}"
+        );
+    }
+    assert!(t.log_text().contains("max_request_duration"));
 }

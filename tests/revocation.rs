@@ -14,7 +14,11 @@ use serde_json::Value;
 const HOST: &str = "saas.acme.example";
 
 fn cluster(n: usize, persistent: bool) -> (Redis, Setup, Vec<Tessera>) {
-    let redis = if persistent { Redis::start_persistent() } else { Redis::start() };
+    let redis = if persistent {
+        Redis::start_persistent()
+    } else {
+        Redis::start()
+    };
     let up = echo_upstream();
     let mut setup = Setup::new(vec![TenantSpec::new("acme", &[HOST], up)]);
     setup.redis_store(&redis, ", heartbeat_interval: 200ms, heartbeat_timeout: 200ms");
@@ -26,7 +30,11 @@ fn cluster(n: usize, persistent: bool) -> (Redis, Setup, Vec<Tessera>) {
 }
 
 fn status(t: &Tessera, c: &reqwest::blocking::Client, part_a: &str) -> u16 {
-    c.get(t.url(HOST, "/r")).bearer_auth(part_a).send().map(|r| r.status().as_u16()).unwrap_or(0)
+    c.get(t.url(HOST, "/r"))
+        .bearer_auth(part_a)
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -41,20 +49,32 @@ fn revoke_reaches_every_instance_with_warm_caches() {
             let hits = t.metric("tessera_fragment_cache_hits_total", &[]);
             assert_eq!(status(t, c, &part_a), 200);
             assert_eq!(status(t, c, &part_a), 200);
-            assert!(t.metric("tessera_fragment_cache_hits_total", &[]) > hits, "cache not used");
+            assert!(
+                t.metric("tessera_fragment_cache_hits_total", &[]) > hits,
+                "cache not used"
+            );
         }
         let revoked_at = Instant::now();
         if round == 0 {
             let (s, _) = inst[0].admin_call("DELETE", &format!("/v1/tenants/acme/tokens/{id}"), None);
             assert_eq!(s, 200);
         } else {
-            assert_eq!(redis.cli(&["DEL", &format!("tessera:frag:acme:{id}")]).unwrap().trim(), "1");
+            assert_eq!(
+                redis.cli(&["DEL", &format!("tessera:frag:acme:{id}")]).unwrap().trim(),
+                "1"
+            );
         }
         for (i, (t, c)) in inst.iter().zip(&clients).enumerate() {
             let took = eventually(Duration::from_millis(200), || status(t, c, &part_a) == 401);
-            assert!(took.is_some(), "instance {i} still accepts a revoked token (round {round})");
+            assert!(
+                took.is_some(),
+                "instance {i} still accepts a revoked token (round {round})"
+            );
         }
-        eprintln!("round {round}: all 3 instances refused within {:?}", revoked_at.elapsed());
+        eprintln!(
+            "round {round}: all 3 instances refused within {:?}",
+            revoked_at.elapsed()
+        );
         for t in &inst {
             assert!(t.metric("tessera_fragment_cache_invalidations_total", &[]) >= 1.0);
         }
@@ -74,7 +94,14 @@ fn keep_alive_and_h2_connections_are_rechecked_per_request() {
     t.admin_call("DELETE", &format!("/v1/tenants/acme/tokens/{id}"), None);
     // Same pooled connections, next request refused.
     assert!(eventually(Duration::from_millis(200), || status(t, &h1, &part_a) == 401).is_some());
-    assert!(eventually(Duration::from_millis(200), || h2.get(t.url(HOST, "/r")).bearer_auth(&part_a).send().unwrap().status() == 401).is_some());
+    assert!(eventually(Duration::from_millis(200), || h2
+        .get(t.url(HOST, "/r"))
+        .bearer_auth(&part_a)
+        .send()
+        .unwrap()
+        .status()
+        == 401)
+    .is_some());
 }
 
 #[test]
@@ -92,7 +119,10 @@ fn redis_frozen_killed_or_disconnected_fails_closed_then_recovers() {
     let frozen_at = Instant::now();
     for (i, (t, c)) in inst.iter().zip(&clients).enumerate() {
         let took = eventually(Duration::from_secs(3), || status(t, c, &part_a) == 503);
-        assert!(took.is_some(), "instance {i} kept serving from cache while Redis was frozen");
+        assert!(
+            took.is_some(),
+            "instance {i} kept serving from cache while Redis was frozen"
+        );
     }
     let bound = frozen_at.elapsed();
     eprintln!("frozen Redis: all instances refusing after {bound:?}");
@@ -105,7 +135,10 @@ fn redis_frozen_killed_or_disconnected_fails_closed_then_recovers() {
     assert!(inst.iter().all(|t| !t.ready()), "/readyz must be 503 while blind");
     redis.thaw();
     for (i, (t, c)) in inst.iter().zip(&clients).enumerate() {
-        assert!(eventually(Duration::from_secs(10), || status(t, c, &part_a) == 200).is_some(), "instance {i} did not resume");
+        assert!(
+            eventually(Duration::from_secs(10), || status(t, c, &part_a) == 200).is_some(),
+            "instance {i} did not resume"
+        );
     }
 
     // Every connection killed, then an immediate DEL: the stale cache must not answer.
@@ -126,7 +159,10 @@ fn redis_frozen_killed_or_disconnected_fails_closed_then_recovers() {
     }
     redis.restart();
     for (i, (t, c)) in inst.iter().zip(&clients).enumerate() {
-        assert!(eventually(Duration::from_secs(10), || status(t, c, &part_b) == 200).is_some(), "instance {i} did not resume after restart");
+        assert!(
+            eventually(Duration::from_secs(10), || status(t, c, &part_b) == 200).is_some(),
+            "instance {i} did not resume after restart"
+        );
         t.wait_ready();
     }
 }
@@ -147,7 +183,12 @@ fn kek_rotation_under_load_loses_no_request() {
         load.push(std::thread::spawn(move || {
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
-                let s = c.get(&url).bearer_auth(&parts[i % parts.len()]).send().map(|r| r.status().as_u16()).unwrap_or(0);
+                let s = c
+                    .get(&url)
+                    .bearer_auth(&parts[i % parts.len()])
+                    .send()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
                 if s == 200 { &ok } else { &bad }.fetch_add(1, Ordering::Relaxed);
                 i += 1;
             }
@@ -156,7 +197,11 @@ fn kek_rotation_under_load_loses_no_request() {
     let bin = env!("CARGO_BIN_EXE_tessera");
     let run = |args: &[&str]| {
         let out = std::process::Command::new(bin).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -164,7 +209,10 @@ fn kek_rotation_under_load_loses_no_request() {
     let added = run(&["keys", "add", "--file", &keyring]);
     let new_kid = added.split_whitespace().nth(3).unwrap().to_string();
     for t in &inst {
-        assert!(eventually(Duration::from_secs(5), || t.log_text().contains(&format!("active kid {new_kid}"))).is_some());
+        assert!(eventually(Duration::from_secs(5), || t
+            .log_text()
+            .contains(&format!("active kid {new_kid}")))
+        .is_some());
     }
     let (s, v) = inst[0].admin_call("POST", "/v1/keys/rotate", None);
     assert_eq!(s, 200, "{v}");
@@ -177,7 +225,12 @@ fn kek_rotation_under_load_loses_no_request() {
     // Old key retired: everything still opens.
     run(&["keys", "retire", "--file", &keyring, "--kid", old_kid]);
     for t in &inst {
-        assert!(eventually(Duration::from_secs(5), || t.log_text().matches("keyring reloaded").count() >= 2).is_some());
+        assert!(eventually(Duration::from_secs(5), || t
+            .log_text()
+            .matches("keyring reloaded")
+            .count()
+            >= 2)
+        .is_some());
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -189,5 +242,9 @@ fn kek_rotation_under_load_loses_no_request() {
     assert!(ok > 50, "load did not run ({ok})");
     assert_eq!(bad, 0, "requests failed during key rotation");
     let v: Value = inst[0].admin_call("GET", "/v1/tenants/acme/tokens", None).1;
-    assert!(v["tokens"].as_array().unwrap().iter().all(|t| t["kid"] == new_kid.as_str()));
+    assert!(v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["kid"] == new_kid.as_str()));
 }

@@ -28,10 +28,7 @@ fn get(t: &Tessera, host: &str, part_a: Option<&str>) -> reqwest::blocking::Resp
 
 fn assert_401(r: reqwest::blocking::Response) {
     assert_eq!(r.status(), 401);
-    let www = r.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let www = r.headers()["www-authenticate"].to_str().unwrap().to_string();
     assert!(www.starts_with("Bearer"), "{www}");
     let v: Value = r.json().unwrap();
     assert_eq!(v["error"], "invalid_token");
@@ -50,11 +47,7 @@ fn refusals_are_401_and_counted_by_reason() {
     // Malformed: a typo is caught by the checksum.
     let mut typo = part_a.clone().into_bytes();
     typo[30] = if typo[30] == b'a' { b'b' } else { b'a' };
-    assert_401(get(
-        &t,
-        "saas.acme.example",
-        Some(std::str::from_utf8(&typo).unwrap()),
-    ));
+    assert_401(get(&t, "saas.acme.example", Some(std::str::from_utf8(&typo).unwrap())));
     assert_401(get(&t, "saas.acme.example", Some("not-a-part-a")));
     // Unknown: well formed, right tenant, but no record.
     let ring = tessera::token::Keyring::parse(&format!("k1 {}", "11".repeat(32))).unwrap();
@@ -72,9 +65,7 @@ fn refusals_are_401_and_counted_by_reason() {
     assert_401(get(&t, "api.globex.example", Some(&part_a)));
     // Expired.
     let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
-    let exp = soon
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let exp = soon.format(&time::format_description::well_known::Rfc3339).unwrap();
     let (s, v) = t.admin_call(
         "POST",
         "/v1/tenants/acme/tokens",
@@ -102,12 +93,7 @@ fn refusals_are_401_and_counted_by_reason() {
             "no {result} counted"
         );
     }
-    assert!(
-        t.metric(
-            "tessera_token_verifications_total",
-            &[("result", "malformed")]
-        ) >= 2.0
-    );
+    assert!(t.metric("tessera_token_verifications_total", &[("result", "malformed")]) >= 2.0);
 }
 
 #[test]
@@ -121,10 +107,7 @@ fn mint_forward_revoke_rotate_embedded() {
     assert_eq!(r.status(), 200);
     let body = r.text().unwrap();
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        v["headers"]["authorization"],
-        format!("Bearer {UPSTREAM_TOKEN}")
-    );
+    assert_eq!(v["headers"]["authorization"], format!("Bearer {UPSTREAM_TOKEN}"));
     assert_eq!(v["headers"]["x-tenant-id"], "acme");
     assert!(!body.contains(&part_a), "Part A reached the upstream");
 
@@ -170,12 +153,7 @@ fn mint_forward_revoke_rotate_embedded() {
     let (s, _) = t2.admin_call("DELETE", &format!("/v1/tenants/acme/tokens/{new_id}"), None);
     assert_eq!(s, 200);
     assert_401(get(&t2, "saas.acme.example", Some(&new_a)));
-    assert!(
-        t2.metric(
-            "tessera_token_verifications_total",
-            &[("result", "revoked")]
-        ) >= 1.0
-    );
+    assert!(t2.metric("tessera_token_verifications_total", &[("result", "revoked")]) >= 1.0);
     let (s, _) = t2.admin_call("DELETE", &format!("/v1/tenants/acme/tokens/{new_id}"), None);
     assert_eq!(s, 404, "second revoke says it is gone");
 }
@@ -215,11 +193,7 @@ fn admin_scopes() {
     let (id, part_a) = t.mint("acme", UPSTREAM_TOKEN);
     let (gid, _) = t.mint("globex", "globex-secret");
     // No or wrong token → 401.
-    let r = t
-        .admin
-        .get(t.admin_url("/v1/tenants/acme/tokens"))
-        .send()
-        .unwrap();
+    let r = t.admin.get(t.admin_url("/v1/tenants/acme/tokens")).send().unwrap();
     assert_eq!(r.status(), 401);
     let (s, _) = t.admin_call_as("tsa_wrong", "GET", "/v1/tenants/acme/tokens", None);
     assert_eq!(s, 401);
@@ -236,17 +210,9 @@ fn admin_scopes() {
     let (s, _) = t.admin_call_as(&acme_secops, "POST", "/v1/keys/rotate", None);
     assert_eq!(s, 403);
     let (s, _) = t.admin_call_as(&acme_secops, "GET", "/v1/tenants/nosuch/tokens", None);
-    assert_eq!(
-        s, 403,
-        "tenant-scoped callers learn nothing about other tenants"
-    );
+    assert_eq!(s, 403, "tenant-scoped callers learn nothing about other tenants");
     // The tenant's own security team revokes its integration.
-    let (s, _) = t.admin_call_as(
-        &acme_secops,
-        "DELETE",
-        &format!("/v1/tenants/acme/tokens/{id}"),
-        None,
-    );
+    let (s, _) = t.admin_call_as(&acme_secops, "DELETE", &format!("/v1/tenants/acme/tokens/{id}"), None);
     assert_eq!(s, 200);
     assert_401(get(&t, "saas.acme.example", Some(&part_a)));
     let (s, _) = t.admin_call("GET", "/v1/tenants/nosuch/tokens", None);
@@ -273,20 +239,13 @@ fn redis_store_revoke_by_redis_cli_del_and_fail_closed() {
     let (id2, part_a2) = t.mint("acme", "second-token");
     let key2 = format!("tessera:frag:acme:{id2}");
     redis.cli(&["SETRANGE", &key2, "40", "XXXX"]).unwrap();
-    assert!(eventually(Duration::from_secs(2), || get(
-        &t,
-        "saas.acme.example",
-        Some(&part_a2)
-    )
-    .status()
-        == 401)
-    .is_some());
     assert!(
-        t.metric(
-            "tessera_token_verifications_total",
-            &[("result", "tampered")]
-        ) >= 1.0
+        eventually(Duration::from_secs(2), || get(&t, "saas.acme.example", Some(&part_a2))
+            .status()
+            == 401)
+        .is_some()
     );
+    assert!(t.metric("tessera_token_verifications_total", &[("result", "tampered")]) >= 1.0);
 
     // Redis down: fail closed with 503 + Retry-After, never forwarded.
     redis.stop();
@@ -296,22 +255,14 @@ fn redis_store_revoke_by_redis_cli_del_and_fail_closed() {
     });
     assert!(refused.is_some(), "no 503 while Redis is down");
     assert!(!t.ready(), "/readyz must report the blind instance");
-    assert!(
-        t.metric(
-            "tessera_token_verifications_total",
-            &[("result", "store_unavailable")]
-        ) >= 1.0
-    );
+    assert!(t.metric("tessera_token_verifications_total", &[("result", "store_unavailable")]) >= 1.0);
     assert_eq!(t.metric("tessera_store_up", &[]), 0.0);
     // Redis back: works again by itself.
     redis.restart();
     let back = eventually(Duration::from_secs(10), || {
         get(&t, "saas.acme.example", Some(&part_a)).status() == 200
     });
-    assert!(
-        back.is_some(),
-        "service did not resume after Redis came back"
-    );
+    assert!(back.is_some(), "service did not resume after Redis came back");
     t.wait_ready();
 
     // A security team revokes with a plain redis-cli DEL.
@@ -386,12 +337,10 @@ fn secrets_never_logged() {
         .unwrap();
     // Session records are written asynchronously; wait for them, then stop to flush logs.
     assert!(
-        eventually(Duration::from_secs(5), || std::fs::read_to_string(
-            &t.sessions
-        )
-        .unwrap_or_default()
-        .lines()
-        .count()
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&t.sessions)
+            .unwrap_or_default()
+            .lines()
+            .count()
             >= 12)
         .is_some()
     );
@@ -414,11 +363,66 @@ fn secrets_never_logged() {
         ],
     );
     // The Redis stream holds the same records: no secret there either.
-    let stream = redis
-        .cli(&["XRANGE", "tessera:log:acme", "-", "+"])
-        .unwrap();
+    let stream = redis.cli(&["XRANGE", "tessera:log:acme", "-", "+"]).unwrap();
     assert!(stream.contains(&id));
     for s in [UPSTREAM_TOKEN, part_a.as_str(), rotated.as_str()] {
         assert!(!stream.contains(s));
     }
+}
+
+#[test]
+fn cli_mints_from_stdin_lists_and_revokes() {
+    let setup = setup_one("");
+    let t = setup.start("cli");
+    let bin = env!("CARGO_BIN_EXE_tessera");
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(bin)
+            .args(args)
+            .env("TESSERA_ADMIN_URL", t.admin_url(""))
+            .env("TESSERA_ADMIN_TOKEN", &t.admin_token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // The upstream token comes from stdin, never argv.
+    let out = cli(
+        &["token", "mint", "--tenant", "acme", "--label", "from-cli"],
+        Some("cli-upstream-secret\n"),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (id, part_a) = (v["id"].as_str().unwrap(), v["part_a"].as_str().unwrap());
+    let r = get(&t, "saas.acme.example", Some(part_a));
+    assert_eq!(
+        r.json::<Value>().unwrap()["headers"]["authorization"],
+        "Bearer cli-upstream-secret"
+    );
+    let out = cli(&["token", "list", "--tenant", "acme"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from-cli"));
+    let out = cli(&["token", "revoke", "--tenant", "acme", "--id", id], None);
+    assert!(out.status.success());
+    assert_401(get(&t, "saas.acme.example", Some(part_a)));
+    // Empty stdin is a clear usage error (exit 2).
+    let out = cli(&["token", "mint", "--tenant", "acme"], Some(""));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+    // A wrong admin token is reported, not a panic.
+    let out = std::process::Command::new(bin)
+        .args(["token", "list", "--tenant", "acme"])
+        .env("TESSERA_ADMIN_URL", t.admin_url(""))
+        .env("TESSERA_ADMIN_TOKEN", "tsa_nope")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }

@@ -80,10 +80,7 @@ fn now() -> i64 {
 fn rfc3339(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_default()
 }
 
@@ -122,13 +119,7 @@ fn header_form(header: Option<&str>, scheme: Option<&str>) -> Result<(String, St
     })?;
     if matches!(
         name.as_str(),
-        "host"
-            | "connection"
-            | "content-length"
-            | "transfer-encoding"
-            | "te"
-            | "upgrade"
-            | "cookie"
+        "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade" | "cookie"
     ) {
         return Err(err(
             StatusCode::BAD_REQUEST,
@@ -142,17 +133,11 @@ fn header_form(header: Option<&str>, scheme: Option<&str>) -> Result<(String, St
         ""
     };
     let scheme = scheme.unwrap_or(default_scheme);
-    if scheme.len() > 32
-        || !scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
+    if scheme.len() > 32 || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(err(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!(
-                "scheme {scheme:?} must be letters, digits or '-' (e.g. Bearer, Token), or empty"
-            ),
+            format!("scheme {scheme:?} must be letters, digits or '-' (e.g. Bearer, Token), or empty"),
         ));
     }
     Ok((header.to_string(), scheme.to_string()))
@@ -162,10 +147,7 @@ impl AdminState {
     /// Which configured admin token this request carries. Compares against every hash, in
     /// constant time, without stopping at the first match.
     fn caller(&self, session: &ServerSession) -> Option<&AdminToken> {
-        let v = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)?;
+        let v = session.req_header().headers.get(http::header::AUTHORIZATION)?;
         let presented = crate::proxy::bearer_value(v.as_bytes())?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
@@ -312,26 +294,23 @@ impl AdminState {
         }
         let expires_at = match req.expires_at.as_deref() {
             None => None,
-            Some(s) => {
-                match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                {
-                    Ok(t) if t.unix_timestamp() > now() => Some(t.unix_timestamp()),
-                    Ok(_) => {
-                        return err(
-                            StatusCode::BAD_REQUEST,
-                            "bad_request",
-                            format!("expires_at {s:?} is in the past"),
-                        )
-                    }
-                    Err(_) => {
-                        return err(
-                            StatusCode::BAD_REQUEST,
-                            "bad_request",
-                            format!("expires_at {s:?} is not RFC 3339, e.g. 2027-01-31T00:00:00Z"),
-                        )
-                    }
+            Some(s) => match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+                Ok(t) if t.unix_timestamp() > now() => Some(t.unix_timestamp()),
+                Ok(_) => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("expires_at {s:?} is in the past"),
+                    )
                 }
-            }
+                Err(_) => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("expires_at {s:?} is not RFC 3339, e.g. 2027-01-31T00:00:00Z"),
+                    )
+                }
+            },
         };
         let (header, scheme) = match header_form(req.header.as_deref(), req.scheme.as_deref()) {
             Ok(v) => v,
@@ -345,17 +324,10 @@ impl AdminState {
             scheme,
             replaces: None,
         };
-        self.mint_meta(caller, tenant, req.token.as_bytes(), meta)
-            .await
+        self.mint_meta(caller, tenant, req.token.as_bytes(), meta).await
     }
 
-    async fn mint_meta(
-        &self,
-        caller: &AdminToken,
-        tenant: &str,
-        token: &[u8],
-        meta: TokenMeta,
-    ) -> Reply {
+    async fn mint_meta(&self, caller: &AdminToken, tenant: &str, token: &[u8], meta: TokenMeta) -> Reply {
         let keyring = self.keyring.load();
         let minted = match token::mint(&keyring, tenant, token, &meta) {
             Ok(m) => m,
@@ -401,9 +373,7 @@ impl AdminState {
         };
         let keyring = self.keyring.load();
         let tindex = self.tenants.by_id(tenant).map(|t| t.index);
-        let quarantined = tindex
-            .map(|i| self.anomaly.quarantined(i))
-            .unwrap_or_default();
+        let quarantined = tindex.map(|i| self.anomaly.quarantined(i)).unwrap_or_default();
         let tokens: Vec<Value> = entries
             .iter()
             .map(|e| {
@@ -453,14 +423,8 @@ impl AdminState {
         if let Err(e) = self.store.put(tenant, id, &token::tombstone(now())).await {
             return store_err(e);
         }
-        log::info!(
-            "admin: {} revoked token_id={id} tenant={tenant}",
-            caller.name
-        );
-        Reply(
-            StatusCode::OK,
-            json!({"id": id.to_string(), "revoked": true}),
-        )
+        log::info!("admin: {} revoked token_id={id} tenant={tenant}", caller.name);
+        Reply(StatusCode::OK, json!({"id": id.to_string(), "revoked": true}))
     }
 
     async fn rotate(&self, caller: &AdminToken, tenant: &str, id: &TokenId, body: &[u8]) -> Reply {
@@ -496,20 +460,37 @@ impl AdminState {
         };
         // Tessera never holds the token alone: rotation needs the current Part A (to
         // reconstruct it) or the upstream token itself.
-        let upstream: Zeroizing<Vec<u8>> = match (&req.part_a, &req.token) {
-            (Some(a), None) => {
-                let part_a = match PartA::parse(a) {
-                    Ok(p) if p.id == *id && p.tenant_tag == token::tenant_tag(tenant) => p,
-                    _ => return err(StatusCode::BAD_REQUEST, "bad_request", "part_a is not the current Part A of this token"),
-                };
-                match token::recover_token(&keyring, tenant, &part_a, &record) {
-                    Ok(t) => t,
-                    Err(_) => return err(StatusCode::BAD_REQUEST, "bad_request", "part_a is not the current Part A of this token"),
+        let upstream: Zeroizing<Vec<u8>> =
+            match (&req.part_a, &req.token) {
+                (Some(a), None) => {
+                    let part_a = match PartA::parse(a) {
+                        Ok(p) if p.id == *id && p.tenant_tag == token::tenant_tag(tenant) => p,
+                        _ => {
+                            return err(
+                                StatusCode::BAD_REQUEST,
+                                "bad_request",
+                                "part_a is not the current Part A of this token",
+                            )
+                        }
+                    };
+                    match token::recover_token(&keyring, tenant, &part_a, &record) {
+                        Ok(t) => t,
+                        Err(_) => {
+                            return err(
+                                StatusCode::BAD_REQUEST,
+                                "bad_request",
+                                "part_a is not the current Part A of this token",
+                            )
+                        }
+                    }
                 }
-            }
-            (None, Some(t)) => Zeroizing::new(t.as_bytes().to_vec()),
-            _ => return err(StatusCode::BAD_REQUEST, "bad_request", "send exactly one of {\"part_a\": …} (the current Part A) or {\"token\": …} (the upstream token)"),
-        };
+                (None, Some(t)) => Zeroizing::new(t.as_bytes().to_vec()),
+                _ => return err(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "send exactly one of {\"part_a\": …} (the current Part A) or {\"token\": …} (the upstream token)",
+                ),
+            };
         meta.replaces = Some(id.to_string());
         meta.created_at = now();
         let reply = self.mint_meta(caller, tenant, &upstream, meta).await;
@@ -525,10 +506,7 @@ impl AdminState {
                 "new token minted but the old one could not be revoked; revoke it again",
             );
         }
-        log::info!(
-            "admin: {} rotated token_id={id} tenant={tenant}",
-            caller.name
-        );
+        log::info!("admin: {} rotated token_id={id} tenant={tenant}", caller.name);
         reply
     }
 
@@ -541,10 +519,7 @@ impl AdminState {
             "admin: {} unblocked token_id={id} tenant={tenant} (was quarantined: {was})",
             caller.name
         );
-        Reply(
-            StatusCode::OK,
-            json!({"id": id.to_string(), "was_quarantined": was}),
-        )
+        Reply(StatusCode::OK, json!({"id": id.to_string(), "was_quarantined": was}))
     }
 
     async fn sessions(&self, tenant: &str, query: &str) -> Reply {
@@ -595,10 +570,7 @@ impl AdminState {
             }
         }
         match self.sessions.query(tenant, &q).await {
-            Ok(records) => Reply(
-                StatusCode::OK,
-                json!({"tenant": tenant, "records": records}),
-            ),
+            Ok(records) => Reply(StatusCode::OK, json!({"tenant": tenant, "records": records})),
             Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e),
         }
     }
@@ -612,9 +584,7 @@ impl AdminState {
         let mut by_kid: BTreeMap<String, usize> = BTreeMap::new();
         for e in &entries {
             if let Some(k) = token::record_kid(&e.record) {
-                *by_kid
-                    .entry(String::from_utf8_lossy(k).into_owned())
-                    .or_default() += 1;
+                *by_kid.entry(String::from_utf8_lossy(k).into_owned()).or_default() += 1;
             }
         }
         Reply(
@@ -640,27 +610,23 @@ impl AdminState {
         for e in &entries {
             match token::reseal(&keyring, &e.tenant, &e.id, &e.record) {
                 Ok(None) => current += 1,
-                Ok(Some(new)) => match self
-                    .store
-                    .replace_if(&e.tenant, &e.id, &e.record, &new)
-                    .await
-                {
+                Ok(Some(new)) => match self.store.replace_if(&e.tenant, &e.id, &e.record, &new).await {
                     Ok(true) => resealed += 1,
                     // Changed meanwhile (revoked or rotated): leave it, it was written under the active key.
                     Ok(false) => raced += 1,
                     Err(e) => return store_err(e),
                 },
                 Err(err) => {
-                    log::error!(
-                        "admin: cannot reseal token_id={} tenant={}: {err}",
-                        e.id,
-                        e.tenant
-                    );
+                    log::error!("admin: cannot reseal token_id={} tenant={}: {err}", e.id, e.tenant);
                     failed += 1;
                 }
             }
         }
-        log::info!("admin: {} key rotation to kid={}: resealed={resealed} current={current} changed={raced} failed={failed}", caller.name, keyring.active().kid);
+        log::info!(
+            "admin: {} key rotation to kid={}: resealed={resealed} current={current} changed={raced} failed={failed}",
+            caller.name,
+            keyring.active().kid
+        );
         Reply(
             StatusCode::OK,
             json!({"active_kid": keyring.active().kid, "resealed": resealed, "already_current": current, "changed_meanwhile": raced, "failed": failed}),
@@ -720,10 +686,7 @@ impl ServeHttp for AdminApp {
             400..=499 => "bad_request",
             _ => "error",
         };
-        metrics::global()
-            .admin_requests
-            .with_label_values(&[outcome])
-            .inc();
+        metrics::global().admin_requests.with_label_values(&[outcome]).inc();
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         Response::builder()
             .status(status)

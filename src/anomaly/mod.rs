@@ -240,9 +240,7 @@ impl TokenState {
         self.min_responses += 1;
         if matches!(o.status, 401 | 403) {
             self.min_auth_fail += 1;
-            if u64::from(self.min_auth_fail) >= c.auth_failure_burst
-                && self.min_auth_fail * 2 > self.min_responses
-            {
+            if u64::from(self.min_auth_fail) >= c.auth_failure_burst && self.min_auth_fail * 2 > self.min_responses {
                 f.set(AUTH_FAILURE_BURST);
             }
         }
@@ -280,8 +278,7 @@ impl TokenState {
 
         // Count each kind once per window (rate/bytes) or minute (the others).
         let window_kinds = Flags(f.0 & ((1 << RATE_SPIKE) | (1 << BYTES_SPIKE)));
-        let minute_kinds =
-            Flags(f.0 & ((1 << AUTH_FAILURE_BURST) | (1 << SCAN) | (1 << OFF_HOURS)));
+        let minute_kinds = Flags(f.0 & ((1 << AUTH_FAILURE_BURST) | (1 << SCAN) | (1 << OFF_HOURS)));
         let new_window = Flags(window_kinds.0 & !self.fired_window);
         let new_minute = Flags(minute_kinds.0 & !self.fired_minute);
         self.fired_window |= window_kinds.0;
@@ -333,9 +330,7 @@ impl Detector {
         if self.quarantined.load(Ordering::Acquire) == 0 {
             return false;
         }
-        self.quarantine
-            .read()
-            .is_ok_and(|q| q.contains(&(tenant, *id)))
+        self.quarantine.read().is_ok_and(|q| q.contains(&(tenant, *id)))
     }
 
     /// Lift a quarantine; true if the token was quarantined.
@@ -352,12 +347,7 @@ impl Detector {
     pub fn quarantined(&self, tenant: usize) -> Vec<TokenId> {
         self.quarantine
             .read()
-            .map(|q| {
-                q.iter()
-                    .filter(|(t, _)| *t == tenant)
-                    .map(|(_, id)| *id)
-                    .collect()
-            })
+            .map(|q| q.iter().filter(|(t, _)| *t == tenant).map(|(_, id)| *id).collect())
             .unwrap_or_default()
     }
 
@@ -402,15 +392,10 @@ impl Detector {
                     m.fetch_max(st.last_score.max(0.0).to_bits(), Ordering::Relaxed);
                 }
             }
-            if c.action == AnomalyAction::Block
-                && !Flags(flags.0 & !(1 << BAD_TOKEN_USE)).is_empty()
-            {
+            if c.action == AnomalyAction::Block && !Flags(flags.0 & !(1 << BAD_TOKEN_USE)).is_empty() {
                 if let Ok(mut q) = self.quarantine.write() {
                     if q.insert((o.tenant.index, *id)) {
-                        log::warn!(
-                            "tenant={} token_id={id} quarantined by anomaly detection",
-                            o.tenant.id
-                        );
+                        log::warn!("tenant={} token_id={id} quarantined by anomaly detection", o.tenant.id);
                     }
                     self.quarantined.store(q.len(), Ordering::Release);
                 }

@@ -29,11 +29,7 @@ fn steady(st: &mut TokenState, c: &AnomalyConf, secs: u64) -> Flags {
     let mut all = Flags::default();
     for s in 0..secs {
         for k in 0..2 {
-            let f = st.observe(
-                c,
-                &obs(200, 500, "/", [10, 0, 0, 1], b"ua"),
-                T0 + s * 1000 + k * 300,
-            );
+            let f = st.observe(c, &obs(200, 500, "/", [10, 0, 0, 1], b"ua"), T0 + s * 1000 + k * 300);
             all.0 |= f.0;
         }
     }
@@ -68,11 +64,7 @@ fn bytes_spike_fires() {
     let c = conf();
     let mut st = TokenState::default();
     steady(&mut st, &c, 60);
-    let f = st.observe(
-        &c,
-        &obs(200, 5_000_000, "/", [10, 0, 0, 1], b"ua"),
-        T0 + 61_000,
-    );
+    let f = st.observe(&c, &obs(200, 5_000_000, "/", [10, 0, 0, 1], b"ua"), T0 + 61_000);
     assert!(f.has(BYTES_SPIKE));
     assert!(!f.has(RATE_SPIKE));
 }
@@ -87,11 +79,7 @@ fn new_ip_prefix_and_user_agent() {
     assert!(f.is_empty());
     let f = st.observe(&c, &obs(200, 500, "/", [192, 0, 2, 1], b"ua"), T0 + 31_100);
     assert!(f.has(NEW_IP_PREFIX));
-    let f = st.observe(
-        &c,
-        &obs(200, 500, "/", [10, 0, 0, 1], b"curl/8"),
-        T0 + 31_200,
-    );
+    let f = st.observe(&c, &obs(200, 500, "/", [10, 0, 0, 1], b"curl/8"), T0 + 31_200);
     assert!(f.has(NEW_USER_AGENT));
 }
 
@@ -110,11 +98,7 @@ fn auth_failure_burst_and_scan() {
     let mut scan = false;
     for k in 0..8 {
         scan |= st
-            .observe(
-                &c,
-                &obs(404, 10, &format!("/p{k}"), [10, 0, 0, 1], b"ua"),
-                T0 + k,
-            )
+            .observe(&c, &obs(404, 10, &format!("/p{k}"), [10, 0, 0, 1], b"ua"), T0 + k)
             .has(SCAN);
     }
     assert!(scan);
@@ -134,18 +118,10 @@ fn off_hours() {
     // 150 requests during one hour of the week, then one 12 hours later.
     for k in 0..150 {
         assert!(!st
-            .observe(
-                &c,
-                &obs(200, 10, "/", [10, 0, 0, 1], b"ua"),
-                T0 + k * 10_000
-            )
+            .observe(&c, &obs(200, 10, "/", [10, 0, 0, 1], b"ua"), T0 + k * 10_000)
             .has(OFF_HOURS));
     }
-    let f = st.observe(
-        &c,
-        &obs(200, 10, "/", [10, 0, 0, 1], b"ua"),
-        T0 + 12 * 3_600_000,
-    );
+    let f = st.observe(&c, &obs(200, 10, "/", [10, 0, 0, 1], b"ua"), T0 + 12 * 3_600_000);
     assert!(f.has(OFF_HOURS));
 }
 

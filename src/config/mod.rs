@@ -32,19 +32,13 @@ pub struct Problem {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     /// YAML syntax, a wrong type or an unknown key.
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
     /// One or more values are invalid.
     #[error("{path}: {} problem(s):\n{}", .problems.len(), ProblemList(.problems))]
-    Invalid {
-        path: String,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: String, problems: Vec<Problem> },
 }
 
 struct ProblemList<'a>(&'a [Problem]);
@@ -95,6 +89,9 @@ pub struct UpstreamTimeouts {
     pub read: Duration,
     pub write: Duration,
     pub idle: Duration,
+    /// Longest a request may stream (either direction) before it is cut, so that a revoked
+    /// token cannot keep a long download or upload going. Each new request is checked anew.
+    pub max_request: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -309,7 +306,10 @@ impl Checker {
             Some(v) => match parse_duration(v) {
                 Some(d) if !d.is_zero() => d,
                 _ => {
-                    self.bad(key, format!("{v:?} is not a positive duration; write e.g. \"250ms\", \"5s\", \"2m\""));
+                    self.bad(
+                        key,
+                        format!("{v:?} is not a positive duration; write e.g. \"250ms\", \"5s\", \"2m\""),
+                    );
                     default
                 }
             },
@@ -351,25 +351,16 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
     let https = c.addr("listen.https", &raw.listen.https);
     let listen = Listen {
         https: https.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-        http: raw
-            .listen
-            .http
-            .as_deref()
-            .and_then(|v| c.addr("listen.http", v)),
-        metrics: raw
-            .listen
-            .metrics
-            .as_deref()
-            .and_then(|v| c.addr("listen.metrics", v)),
-        admin: raw
-            .listen
-            .admin
-            .as_deref()
-            .and_then(|v| c.addr("listen.admin", v)),
+        http: raw.listen.http.as_deref().and_then(|v| c.addr("listen.http", v)),
+        metrics: raw.listen.metrics.as_deref().and_then(|v| c.addr("listen.metrics", v)),
+        admin: raw.listen.admin.as_deref().and_then(|v| c.addr("listen.admin", v)),
     };
     if let Some(admin) = listen.admin {
         if !admin.ip().is_loopback() && raw.admin.tokens.is_empty() {
-            c.bad("listen.admin", format!("{admin} is not loopback and admin.tokens is empty; add admin tokens or bind 127.0.0.1"));
+            c.bad(
+                "listen.admin",
+                format!("{admin} is not loopback and admin.tokens is empty; add admin tokens or bind 127.0.0.1"),
+            );
         }
     }
     let threads = match raw.threads {
@@ -383,11 +374,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let grace_period = c.duration(
-        "grace_period",
-        raw.grace_period.as_deref(),
-        Duration::from_secs(10),
-    );
+    let grace_period = c.duration("grace_period", raw.grace_period.as_deref(), Duration::from_secs(10));
 
     let default_cert = raw.tls.default_cert.as_ref().and_then(|p| {
         match CertSource::load(PathBuf::from(&p.cert), PathBuf::from(&p.key), &[]) {
@@ -428,6 +415,11 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             u.idle_timeout.as_deref(),
             Duration::from_secs(60),
         ),
+        max_request: c.duration(
+            "upstream.max_request_duration",
+            u.max_request_duration.as_deref(),
+            Duration::from_secs(15 * 60),
+        ),
     };
 
     let store = match raw.store {
@@ -463,9 +455,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             if prefix.contains(char::is_whitespace) || prefix.contains(['*', '?', '[']) {
                 c.bad(
                     "store.prefix",
-                    format!(
-                        "{prefix:?} contains whitespace or glob characters; use e.g. \"tessera:\""
-                    ),
+                    format!("{prefix:?} contains whitespace or glob characters; use e.g. \"tessera:\""),
                 );
             }
             let cache = cache.unwrap_or(raw::RawCache {
@@ -488,11 +478,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                 prefix,
                 cache_enabled: cache.enabled.unwrap_or(true),
                 cache_capacity: cache.capacity.unwrap_or(100_000),
-                cache_ttl: c.duration(
-                    "store.cache.ttl",
-                    cache.ttl.as_deref(),
-                    Duration::from_secs(300),
-                ),
+                cache_ttl: c.duration("store.cache.ttl", cache.ttl.as_deref(), Duration::from_secs(300)),
                 heartbeat_interval: c.duration(
                     "store.heartbeat_interval",
                     heartbeat_interval.as_deref(),
@@ -509,14 +495,16 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
 
     let keys = match raw.keys {
         None => KeysConf::File(PathBuf::from("./conf/keyring")),
-        Some(k) => match (k.file, k.env) {
-            (Some(f), None) => KeysConf::File(PathBuf::from(f)),
-            (None, Some(e)) => KeysConf::Env(e),
-            _ => {
-                c.bad("keys", "set exactly one of keys.file (a keyring file) or keys.env (an environment variable holding it)");
-                KeysConf::File(PathBuf::from("./conf/keyring"))
+        Some(k) => {
+            match (k.file, k.env) {
+                (Some(f), None) => KeysConf::File(PathBuf::from(f)),
+                (None, Some(e)) => KeysConf::Env(e),
+                _ => {
+                    c.bad("keys", "set exactly one of keys.file (a keyring file) or keys.env (an environment variable holding it)");
+                    KeysConf::File(PathBuf::from("./conf/keyring"))
+                }
             }
-        },
+        }
     };
 
     let tenant_ids: Vec<String> = raw.tenants.iter().map(|t| t.id.clone()).collect();
@@ -525,7 +513,10 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         let key = format!("admin.tokens[{i}]");
         let mut sha = [0u8; 32];
         if hex::decode_to_slice(&t.sha256, &mut sha).is_err() {
-            c.bad(format!("{key}.sha256"), "not 64 hex characters; compute it with `printf %s \"$TOKEN\" | sha256sum` or `tessera admin-token`");
+            c.bad(
+                format!("{key}.sha256"),
+                "not 64 hex characters; compute it with `printf %s \"$TOKEN\" | sha256sum` or `tessera admin-token`",
+            );
             continue;
         }
         let scope = if t.scope == "operator" {
@@ -534,20 +525,14 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             if !tenant_ids.iter().any(|id| id == tenant) {
                 c.bad(
                     format!("{key}.scope"),
-                    format!(
-                        "{:?} names tenant {tenant:?}, which is not in tenants:",
-                        t.scope
-                    ),
+                    format!("{:?} names tenant {tenant:?}, which is not in tenants:", t.scope),
                 );
             }
             Scope::Tenant(tenant.to_string())
         } else {
             c.bad(
                 format!("{key}.scope"),
-                format!(
-                    "{:?} is not a scope; use \"operator\" or \"tenant:<id>\"",
-                    t.scope
-                ),
+                format!("{:?} is not a scope; use \"operator\" or \"tenant:<id>\"", t.scope),
             );
             continue;
         };
@@ -592,7 +577,10 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         if let Some(tc) = tenant(i, t, &global_anomaly, c) {
             for h in &tc.hostnames {
                 if let Some(other) = seen_hosts.insert(h.clone(), tc.id.to_string()) {
-                    c.bad(format!("tenants[{i}].hostnames"), format!("{h} is already served by tenant {other:?}; a hostname belongs to exactly one tenant"));
+                    c.bad(
+                        format!("tenants[{i}].hostnames"),
+                        format!("{h} is already served by tenant {other:?}; a hostname belongs to exactly one tenant"),
+                    );
                 }
             }
             if tenants.iter().any(|x: &TenantConf| x.id == tc.id) {
@@ -637,7 +625,12 @@ fn anomaly_conf(base: &AnomalyConf, raw: &RawAnomaly, key: &str, c: &mut Checker
         None => {}
         Some("alert") => a.action = AnomalyAction::Alert,
         Some("block") => a.action = AnomalyAction::Block,
-        Some(other) => c.bad(format!("{key}.action"), format!("{other:?} is not an action; use \"alert\" (count and mark) or \"block\" (also quarantine the token)")),
+        Some(other) => c.bad(
+            format!("{key}.action"),
+            format!(
+                "{other:?} is not an action; use \"alert\" (count and mark) or \"block\" (also quarantine the token)"
+            ),
+        ),
     }
     if let Some(v) = raw.z_threshold {
         if v.is_finite() && v > 0.0 {
@@ -715,7 +708,9 @@ pub fn parse_host_pattern(h: &str) -> Result<HostPattern, String> {
         return Err(format!("{h:?} is not a DNS hostname; use e.g. \"saas.acme.example\" or \"*.acme.example\" (one wildcard label, leftmost)"));
     }
     if wild && !name.contains('.') {
-        return Err(format!("{h:?} wildcards a top-level domain; use a wildcard under a registered domain, e.g. \"*.acme.example\""));
+        return Err(format!(
+            "{h:?} wildcards a top-level domain; use a wildcard under a registered domain, e.g. \"*.acme.example\""
+        ));
     }
     Ok(if wild {
         HostPattern::Wildcard(name)
@@ -725,9 +720,9 @@ pub fn parse_host_pattern(h: &str) -> Result<HostPattern, String> {
 }
 
 fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|_| format!("{url:?} is not a URL; write e.g. \"https://api.saas.example\" or \"http://127.0.0.1:8080\""))?;
+    let uri: Uri = url.parse().map_err(|_| {
+        format!("{url:?} is not a URL; write e.g. \"https://api.saas.example\" or \"http://127.0.0.1:8080\"")
+    })?;
     let tls = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
@@ -735,13 +730,12 @@ fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
     };
     let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!("{url:?} has a path or query; upstream path prefixes are not supported, give scheme://host[:port] only"));
+        return Err(format!(
+            "{url:?} has a path or query; upstream path prefixes are not supported, give scheme://host[:port] only"
+        ));
     }
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let bare = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
     let default_port = if tls { 443 } else { 80 };
     let authority = if port == default_port {
         host.to_string()
@@ -761,7 +755,13 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
     let key = format!("tenants[{i}]");
     let before = c.problems.len();
     if !valid_tenant_id(&t.id) {
-        c.bad(format!("{key}.id"), format!("{:?} must be 1-64 characters of [a-z0-9_-] (it is used in Redis keys and metric labels)", t.id));
+        c.bad(
+            format!("{key}.id"),
+            format!(
+                "{:?} must be 1-64 characters of [a-z0-9_-] (it is used in Redis keys and metric labels)",
+                t.id
+            ),
+        );
     }
     if t.hostnames.is_empty() {
         c.bad(
@@ -790,16 +790,16 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
             None
         }
     };
-    let upstream_ca =
-        t.upstream_ca
-            .as_ref()
-            .and_then(|p| match crate::tls::load_ca_ders(Path::new(p)) {
-                Ok(v) => Some(v),
-                Err(m) => {
-                    c.bad(format!("{key}.upstream_ca"), m);
-                    None
-                }
-            });
+    let upstream_ca = t
+        .upstream_ca
+        .as_ref()
+        .and_then(|p| match crate::tls::load_ca_ders(Path::new(p)) {
+            Ok(v) => Some(v),
+            Err(m) => {
+                c.bad(format!("{key}.upstream_ca"), m);
+                None
+            }
+        });
     if t.upstream_ca.is_some() && upstream.as_ref().is_some_and(|u| !u.tls) {
         c.bad(
             format!("{key}.upstream_ca"),
@@ -829,34 +829,19 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
     let mut headers = Vec::new();
     for (name, value) in &t.headers {
         let k = format!("{key}.headers.{name}");
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             (Ok(n), Ok(v)) => {
                 if matches!(
                     n.as_str(),
-                    "authorization"
-                        | "host"
-                        | "connection"
-                        | "content-length"
-                        | "transfer-encoding"
-                        | "te"
-                        | "upgrade"
+                    "authorization" | "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade"
                 ) {
-                    c.bad(
-                        k,
-                        format!("{name:?} is managed by Tessera and cannot be set here"),
-                    );
+                    c.bad(k, format!("{name:?} is managed by Tessera and cannot be set here"));
                 } else {
                     headers.push((n, v));
                 }
             }
             (Err(_), _) => c.bad(k, format!("{name:?} is not a valid header name")),
-            (_, Err(_)) => c.bad(
-                k,
-                format!("{value:?} is not a valid header value (visible ASCII only)"),
-            ),
+            (_, Err(_)) => c.bad(k, format!("{value:?} is not a valid header value (visible ASCII only)")),
         }
     }
     let auth = match t.auth.as_deref() {

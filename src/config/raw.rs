@@ -67,6 +67,7 @@ pub struct RawUpstreamDefaults {
     pub read_timeout: Option<String>,
     pub write_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub max_request_duration: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,9 +4,7 @@
 
 use std::path::Path;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
 /// Why a demo certificate could not be made or written.
 #[derive(Debug, thiserror::Error)]
@@ -14,10 +12,7 @@ pub enum CertGenError {
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
 }
 
 /// A self-signed CA that issues leaf certificates.
@@ -49,10 +44,9 @@ impl DemoCa {
     pub fn issue(&self, names: &[&str]) -> Result<Leaf, CertGenError> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names.clone())?;
-        params.distinguished_name.push(
-            DnType::CommonName,
-            names.first().cloned().unwrap_or_default(),
-        );
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Leaf {
@@ -64,11 +58,7 @@ impl DemoCa {
 
 impl Leaf {
     /// Write `<dir>/<stem>.pem` and `<dir>/<stem>.key` (mode 0600 for the key).
-    pub fn write(
-        &self,
-        dir: &Path,
-        stem: &str,
-    ) -> Result<(std::path::PathBuf, std::path::PathBuf), CertGenError> {
+    pub fn write(&self, dir: &Path, stem: &str) -> Result<(std::path::PathBuf, std::path::PathBuf), CertGenError> {
         let cert = dir.join(format!("{stem}.pem"));
         let key = dir.join(format!("{stem}.key"));
         write_file(&cert, self.cert_pem.as_bytes(), false)?;

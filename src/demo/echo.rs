@@ -63,10 +63,7 @@ pub fn spawn_thread(addr: SocketAddr, tls: Option<TlsAcceptor>) -> std::io::Resu
     std::thread::Builder::new()
         .name("echo-upstream".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     log::error!("echo upstream runtime: {e}");
@@ -104,9 +101,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
                         let value = String::from_utf8_lossy(h.value).into_owned();
                         if name == "content-length" {
                             mode = Body::Length(value.trim().parse().unwrap_or(0));
-                        } else if name == "transfer-encoding"
-                            && value.to_ascii_lowercase().contains("chunked")
-                        {
+                        } else if name == "transfer-encoding" && value.to_ascii_lowercase().contains("chunked") {
                             mode = Body::Chunked;
                         }
                         list.push((name, value));
@@ -122,7 +117,9 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
                     }
                 }
                 Err(_) => {
-                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .await;
                     return;
                 }
             }
@@ -132,10 +129,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
             return;
         };
 
-        if let Some(ms) = path
-            .strip_prefix("/delay/")
-            .and_then(|m| m.parse::<u64>().ok())
-        {
+        if let Some(ms) = path.strip_prefix("/delay/").and_then(|m| m.parse::<u64>().ok()) {
             tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
         }
         out.clear();
@@ -172,11 +166,7 @@ async fn read_more<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> bool {
 }
 
 /// Consume the body from `buf`/`s`; returns its length.
-async fn read_body<S: AsyncRead + Unpin>(
-    s: &mut S,
-    buf: &mut Vec<u8>,
-    mode: Body,
-) -> Option<usize> {
+async fn read_body<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>, mode: Body) -> Option<usize> {
     match mode {
         Body::None => Some(0),
         Body::Length(n) => {
@@ -200,9 +190,7 @@ async fn read_body<S: AsyncRead + Unpin>(
                     }
                 };
                 let size_str = String::from_utf8_lossy(&buf[..line_end]).to_string();
-                let size =
-                    usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
-                        .ok()?;
+                let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16).ok()?;
                 buf.drain(..line_end + 2);
                 if size == 0 {
                     // Skip trailers up to the blank line.
@@ -236,9 +224,7 @@ fn json_escape(s: &str, out: &mut Vec<u8>) {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
-            }
+            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
             c => {
                 let mut b = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
@@ -248,26 +234,18 @@ fn json_escape(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-fn respond(
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    body_len: usize,
-    out: &mut Vec<u8>,
-) {
+fn respond(method: &str, path: &str, headers: &[(String, String)], body_len: usize, out: &mut Vec<u8>) {
     use std::io::Write;
     if path == "/small" {
-        out.extend_from_slice(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok",
-        );
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok");
         return;
     }
-    if let Some(n) = path
-        .strip_prefix("/bytes/")
-        .and_then(|n| n.parse::<usize>().ok())
-    {
+    if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
         let n = n.min(64 << 20);
-        let _ = write!(out, "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {n}\r\n\r\n");
+        let _ = write!(
+            out,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {n}\r\n\r\n"
+        );
         out.resize(out.len() + n, b'x');
         return;
     }

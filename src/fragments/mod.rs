@@ -70,13 +70,7 @@ pub trait FragmentStore: Send + Sync {
     async fn put(&self, tenant: &str, id: &TokenId, record: &[u8]) -> Result<(), StoreError>;
     /// Replace `old` with `new` only if the record is still `old` (re-sealing must not undo a
     /// concurrent revoke). Returns whether it was replaced.
-    async fn replace_if(
-        &self,
-        tenant: &str,
-        id: &TokenId,
-        old: &[u8],
-        new: &[u8],
-    ) -> Result<bool, StoreError>;
+    async fn replace_if(&self, tenant: &str, id: &TokenId, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;
     /// Remove the record (Part B is gone for good).
     async fn delete(&self, tenant: &str, id: &TokenId) -> Result<bool, StoreError>;
     /// Every record of `tenant`, or of all tenants.
@@ -103,7 +97,9 @@ fn embedded_key(tenant: &str, id: &TokenId) -> String {
 /// Single-instance store: a `redb` file mirrored in memory.
 pub struct EmbeddedStore {
     path: PathBuf,
-    db: Arc<redb::Database>,
+    /// `None` after `release` (handed over to an upgraded process): reads still work from
+    /// memory, writes fail.
+    db: RwLock<Option<Arc<redb::Database>>>,
     map: RwLock<HashMap<Box<str>, TenantRecords>>,
     /// Serialises writers so `replace_if` is atomic with respect to other writes.
     write_lock: tokio::sync::Mutex<()>,
@@ -117,11 +113,9 @@ impl EmbeddedStore {
             reason,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| err(format!("cannot create directory: {e}")))?;
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create directory: {e}")))?;
         }
-        let db = redb::Database::create(path)
-            .map_err(|e| err(format!("{e} (is another Tessera using this file?)")))?;
+        let db = redb::Database::create(path).map_err(|e| err(format!("{e} (is another Tessera using this file?)")))?;
         let mut map: HashMap<Box<str>, TenantRecords> = HashMap::new();
         {
             let w = db.begin_write().map_err(|e| err(e.to_string()))?;
@@ -142,10 +136,39 @@ impl EmbeddedStore {
         }
         Ok(EmbeddedStore {
             path: path.to_path_buf(),
-            db: Arc::new(db),
+            db: RwLock::new(Some(Arc::new(db))),
             map: RwLock::new(map),
             write_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Open, retrying while another process (the one being upgraded away from) still holds
+    /// the file, for up to `wait`.
+    pub fn open_with_retry(path: &Path, wait: std::time::Duration) -> Result<EmbeddedStore, StoreError> {
+        let start = std::time::Instant::now();
+        loop {
+            match Self::open(path) {
+                Ok(s) => return Ok(s),
+                Err(e) if start.elapsed() < wait => {
+                    log::debug!("waiting for the embedded store: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Close the database file so an upgraded process can open it; records stay readable
+    /// from memory for requests still draining here.
+    pub fn release(&self) {
+        if let Ok(mut d) = self.db.write() {
+            if d.take().is_some() {
+                log::info!(
+                    "embedded store {} released for the upgraded process",
+                    self.path.display()
+                );
+            }
+        }
     }
 
     fn err(&self, reason: impl ToString) -> StoreError {
@@ -157,15 +180,17 @@ impl EmbeddedStore {
 
     /// Write (Some) or delete (None) one key durably, off the async threads.
     async fn write(&self, key: String, value: Option<Vec<u8>>) -> Result<(), StoreError> {
-        let db = self.db.clone();
+        let db =
+            self.db.read().ok().and_then(|d| d.clone()).ok_or_else(|| {
+                self.err("released to an upgraded Tessera process; send admin requests to the new one")
+            })?;
         let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
             let w = db.begin_write().map_err(|e| e.to_string())?;
             {
                 let mut t = w.open_table(TABLE).map_err(|e| e.to_string())?;
                 match &value {
                     Some(v) => {
-                        t.insert(key.as_str(), v.as_slice())
-                            .map_err(|e| e.to_string())?;
+                        t.insert(key.as_str(), v.as_slice()).map_err(|e| e.to_string())?;
                     }
                     None => {
                         t.remove(key.as_str()).map_err(|e| e.to_string())?;
@@ -186,9 +211,7 @@ impl EmbeddedStore {
         if let Ok(mut m) = self.map.write() {
             match value {
                 Some(v) => {
-                    m.entry(Box::from(tenant))
-                        .or_default()
-                        .insert(*id, Arc::from(v));
+                    m.entry(Box::from(tenant)).or_default().insert(*id, Arc::from(v));
                 }
                 None => {
                     if let Some(t) = m.get_mut(tenant) {
@@ -213,25 +236,17 @@ impl FragmentStore for EmbeddedStore {
 
     async fn put(&self, tenant: &str, id: &TokenId, record: &[u8]) -> Result<(), StoreError> {
         let _g = self.write_lock.lock().await;
-        self.write(embedded_key(tenant, id), Some(record.to_vec()))
-            .await?;
+        self.write(embedded_key(tenant, id), Some(record.to_vec())).await?;
         self.set_mem(tenant, id, Some(record));
         Ok(())
     }
 
-    async fn replace_if(
-        &self,
-        tenant: &str,
-        id: &TokenId,
-        old: &[u8],
-        new: &[u8],
-    ) -> Result<bool, StoreError> {
+    async fn replace_if(&self, tenant: &str, id: &TokenId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
         let _g = self.write_lock.lock().await;
         if self.get_mem(tenant, id).as_deref() != Some(old) {
             return Ok(false);
         }
-        self.write(embedded_key(tenant, id), Some(new.to_vec()))
-            .await?;
+        self.write(embedded_key(tenant, id), Some(new.to_vec())).await?;
         self.set_mem(tenant, id, Some(new));
         Ok(true)
     }
@@ -290,10 +305,7 @@ mod tests {
             s.put("globex", &TokenId([8; 16]), b"g").await.unwrap();
         }
         let s = EmbeddedStore::open(&path).unwrap();
-        assert_eq!(
-            s.get("acme", &id).await.unwrap().as_deref(),
-            Some(&b"rec2"[..])
-        );
+        assert_eq!(s.get("acme", &id).await.unwrap().as_deref(), Some(&b"rec2"[..]));
         assert!(s.get("globex", &id).await.unwrap().is_none());
         assert_eq!(s.list(Some("acme")).await.unwrap().len(), 1);
         assert_eq!(s.list(None).await.unwrap().len(), 2);

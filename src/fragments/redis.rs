@@ -57,22 +57,16 @@ impl RedisStore {
     /// Build the store. Does not wait for Redis: an instance started while Redis is down
     /// refuses tokens (503) and becomes ready when the tracker connects.
     pub fn new(conf: RedisConf) -> Result<Arc<RedisStore>, StoreError> {
-        let client = redis::Client::open(conf.url.as_str())
-            .map_err(|e| unavailable(format!("store.url: {e}")))?;
+        let client = redis::Client::open(conf.url.as_str()).map_err(|e| unavailable(format!("store.url: {e}")))?;
         let mgr_conf = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(conf.connect_timeout))
             .set_response_timeout(Some(conf.response_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, mgr_conf).map_err(unavailable)?;
-        let cache = conf.cache_enabled.then(|| {
-            FragmentCache::new(
-                conf.cache_capacity,
-                conf.cache_ttl,
-                format!("{}frag:", conf.prefix),
-            )
-        });
+        let conn = ConnectionManager::new_lazy_with_config(client, mgr_conf).map_err(unavailable)?;
+        let cache = conf
+            .cache_enabled
+            .then(|| FragmentCache::new(conf.cache_capacity, conf.cache_ttl, format!("{}frag:", conf.prefix)));
         Ok(Arc::new(RedisStore {
             conf,
             conn,
@@ -99,9 +93,7 @@ impl RedisStore {
 
     /// The background service that keeps the cache coherent and watches Redis.
     pub fn tracker(self: &Arc<Self>) -> Tracker {
-        Tracker {
-            store: self.clone(),
-        }
+        Tracker { store: self.clone() }
     }
 
     fn set_up(&self, up: bool) {
@@ -114,16 +106,11 @@ impl RedisStore {
         if let Some(c) = &self.cache {
             c.set_tracking(up);
         }
-        metrics::global()
-            .tracking_up
-            .set(i64::from(up || self.cache.is_none()));
+        metrics::global().tracking_up.set(i64::from(up || self.cache.is_none()));
     }
 
     fn fail(&self, op: &str, e: impl std::fmt::Display) -> StoreError {
-        metrics::global()
-            .store_errors
-            .with_label_values(&[op])
-            .inc();
+        metrics::global().store_errors.with_label_values(&[op]).inc();
         unavailable(e)
     }
 
@@ -168,10 +155,7 @@ impl FragmentStore for RedisStore {
             None => None,
         };
         let mut conn = self.conn.clone();
-        let v: Option<Vec<u8>> = conn
-            .get(self.key(tenant, id))
-            .await
-            .map_err(|e| self.fail("get", e))?;
+        let v: Option<Vec<u8>> = conn.get(self.key(tenant, id)).await.map_err(|e| self.fail("get", e))?;
         let v: Option<Arc<[u8]>> = v.map(Arc::from);
         if let (Some(c), Some(rec)) = (&self.cache, &v) {
             c.insert(ticket, tenant, id, rec.clone());
@@ -183,21 +167,14 @@ impl FragmentStore for RedisStore {
         let mut conn = self.conn.clone();
         let key = self.key(tenant, id);
         if is_tombstone(record).is_some() {
-            conn.set_ex::<_, _, ()>(key, record, TOMBSTONE_TTL_SECS)
-                .await
+            conn.set_ex::<_, _, ()>(key, record, TOMBSTONE_TTL_SECS).await
         } else {
             conn.set::<_, _, ()>(key, record).await
         }
         .map_err(|e| self.fail("set", e))
     }
 
-    async fn replace_if(
-        &self,
-        tenant: &str,
-        id: &TokenId,
-        old: &[u8],
-        new: &[u8],
-    ) -> Result<bool, StoreError> {
+    async fn replace_if(&self, tenant: &str, id: &TokenId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
         // Atomic compare-and-set; KEEPTTL is not needed since only untimed records are resealed.
         let script = redis::Script::new(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 else return 0 end",
@@ -215,10 +192,7 @@ impl FragmentStore for RedisStore {
 
     async fn delete(&self, tenant: &str, id: &TokenId) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let n: i64 = conn
-            .del(self.key(tenant, id))
-            .await
-            .map_err(|e| self.fail("del", e))?;
+        let n: i64 = conn.del(self.key(tenant, id)).await.map_err(|e| self.fail("del", e))?;
         Ok(n > 0)
     }
 
@@ -231,8 +205,7 @@ impl FragmentStore for RedisStore {
         let mut out = Vec::with_capacity(keys.len());
         let mut conn = self.conn.clone();
         for chunk in keys.chunks(500) {
-            let vals: Vec<Option<Vec<u8>>> =
-                conn.mget(chunk).await.map_err(|e| self.fail("mget", e))?;
+            let vals: Vec<Option<Vec<u8>>> = conn.mget(chunk).await.map_err(|e| self.fail("mget", e))?;
             for (k, v) in chunk.iter().zip(vals) {
                 let Some(v) = v else { continue };
                 let rest = &k[self.conf.prefix.len() + "frag:".len()..];
@@ -300,10 +273,7 @@ impl Tracker {
             .set_connection_timeout(Some(s.conf.connect_timeout))
             .set_response_timeout(Some(s.conf.heartbeat_timeout))
             .set_push_sender(tx);
-        let mut con = match client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-        {
+        let mut con = match client.get_multiplexed_async_connection_with_config(&cfg).await {
             Ok(c) => c,
             Err(e) => {
                 return TrackEnd::Lost {
@@ -334,10 +304,7 @@ impl Tracker {
             "redis tracking established (cache {})",
             if s.cache.is_some() { "on" } else { "off" }
         );
-        let lost = |why: String| TrackEnd::Lost {
-            why,
-            established: true,
-        };
+        let lost = |why: String| TrackEnd::Lost { why, established: true };
         let mut beat = tokio::time::interval(s.conf.heartbeat_interval);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -428,9 +395,6 @@ mod tests {
             resp3_url("redis://127.0.0.1:6379/0"),
             "redis://127.0.0.1:6379/0?protocol=resp3"
         );
-        assert_eq!(
-            resp3_url("redis://h:1/0?x=1"),
-            "redis://h:1/0?x=1&protocol=resp3"
-        );
+        assert_eq!(resp3_url("redis://h:1/0?x=1"), "redis://h:1/0?x=1&protocol=resp3");
     }
 }

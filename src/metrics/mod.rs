@@ -14,8 +14,8 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Token verification outcomes, in label order.
@@ -117,8 +117,7 @@ impl TenantMetrics {
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     register(r, Box::new(c.clone()));
     c
 }
@@ -189,10 +188,7 @@ impl Metrics {
         .unwrap_or_else(|e| panic!("{e}"));
         register(&r, Box::new(tracked_tokens.clone()));
         let build = IntGaugeVec::new(
-            Opts::new(
-                "tessera_build_info",
-                "Build information; value is always 1.",
-            ),
+            Opts::new("tessera_build_info", "Build information; value is always 1."),
             &["version"],
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -253,11 +249,7 @@ impl Metrics {
                 "tessera_fragment_cache_flushes_total",
                 "Whole-cache clears (flush, disconnect, heartbeat failure).",
             ),
-            cache_entries: gauge(
-                &r,
-                "tessera_fragment_cache_entries",
-                "Records held in the local cache.",
-            ),
+            cache_entries: gauge(&r, "tessera_fragment_cache_entries", "Records held in the local cache."),
             store_up: gauge(
                 &r,
                 "tessera_store_up",
@@ -332,8 +324,7 @@ impl Metrics {
         };
         let l = label.as_str();
         TenantMetrics {
-            requests: ["1xx", "2xx", "3xx", "4xx", "5xx"]
-                .map(|c| self.requests.with_label_values(&[l, c])),
+            requests: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| self.requests.with_label_values(&[l, c])),
             duration: self.duration.with_label_values(&[l]),
             upstream_duration: self.upstream_duration.with_label_values(&[l]),
             bytes_sent: self.bytes_sent.with_label_values(&[l]),
@@ -374,11 +365,7 @@ impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path();
         let (status, ctype, body) = if path == "/metrics" {
-            (
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                global().render(),
-            )
+            (200, "text/plain; version=0.0.4; charset=utf-8", global().render())
         } else {
             (404, "text/plain", b"not found; try /metrics\n".to_vec())
         };

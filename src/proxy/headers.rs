@@ -101,11 +101,7 @@ pub fn strip_hop_by_hop(up: &mut RequestHeader) {
 
 /// Append the client address to `X-Forwarded-For`.
 pub fn append_forwarded_for(up: &mut RequestHeader, ip: IpAddr) -> Result<()> {
-    let value = match up
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
+    let value = match up.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
         _ => ip.to_string(),
     };
@@ -127,12 +123,8 @@ pub fn credential_header(cred: Credential) -> Result<(HeaderName, HeaderValue)> 
     let name = HeaderName::from_bytes(cred.header.as_bytes())
         .map_err(|_| Error::explain(InternalError, "stored credential header name is invalid"))?;
     let bytes = Bytes::from_owner(Wiped(cred.value));
-    let mut value = HeaderValue::from_maybe_shared(bytes).map_err(|_| {
-        Error::explain(
-            InternalError,
-            "stored credential is not a valid header value",
-        )
-    })?;
+    let mut value = HeaderValue::from_maybe_shared(bytes)
+        .map_err(|_| Error::explain(InternalError, "stored credential is not a valid header value"))?;
     value.set_sensitive(true);
     Ok((name, value))
 }
@@ -166,21 +158,14 @@ mod tests {
     #[test]
     fn hop_by_hop_removed() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("connection", "keep-alive, x-secret-hop")
-            .unwrap();
+        req.insert_header("connection", "keep-alive, x-secret-hop").unwrap();
         req.insert_header("x-secret-hop", "1").unwrap();
         req.insert_header("keep-alive", "timeout=5").unwrap();
         req.insert_header("proxy-authorization", "Basic x").unwrap();
         req.insert_header("te", "gzip").unwrap();
         req.insert_header("x-keep", "1").unwrap();
         strip_hop_by_hop(&mut req);
-        for h in [
-            "connection",
-            "x-secret-hop",
-            "keep-alive",
-            "proxy-authorization",
-            "te",
-        ] {
+        for h in ["connection", "x-secret-hop", "keep-alive", "proxy-authorization", "te"] {
             assert!(req.headers.get(h).is_none(), "{h} kept");
         }
         assert!(req.headers.get("x-keep").is_some());

@@ -51,6 +51,8 @@ pub struct Proxy {
     pub keyring: Arc<ArcSwap<Keyring>>,
     pub sessions: SessionLogger,
     pub anomaly: Arc<Detector>,
+    /// See `UpstreamTimeouts::max_request`.
+    pub max_request: std::time::Duration,
 }
 
 /// Per-request state. Holds the reconstructed credential only between `request_filter` and
@@ -92,16 +94,13 @@ impl Proxy {
             .and_then(|s| s.extension.get::<SniInfo>());
         ctx.tls = sni.is_some() || session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
-        let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
+        let host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
         let Some(host) = host.filter(|h| !h.is_empty()) else {
-            metrics::global()
-                .bad_requests
-                .with_label_values(&["no_host"])
-                .inc();
+            metrics::global().bad_requests.with_label_values(&["no_host"]).inc();
             return Err(Refusal::NoHost);
         };
         let host_tenant = self.tenants.lookup(host);
@@ -109,17 +108,11 @@ impl Proxy {
             Some(info) => match info.tenant {
                 Some(t) if host_tenant == Some(t) => Ok(t),
                 Some(_) => {
-                    metrics::global()
-                        .bad_requests
-                        .with_label_values(&["misdirected"])
-                        .inc();
+                    metrics::global().bad_requests.with_label_values(&["misdirected"]).inc();
                     Err(Refusal::Misdirected)
                 }
                 None => {
-                    metrics::global()
-                        .bad_requests
-                        .with_label_values(&["unknown_sni"])
-                        .inc();
+                    metrics::global().bad_requests.with_label_values(&["unknown_sni"]).inc();
                     Err(Refusal::NoTenant)
                 }
             },
@@ -135,16 +128,8 @@ impl Proxy {
     }
 
     /// Verify Part A and reconstruct the credential.
-    async fn authenticate(
-        &self,
-        session: &Session,
-        tenant: &Tenant,
-        ctx: &mut Ctx,
-    ) -> Result<Credential, Refusal> {
-        let auth = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION);
+    async fn authenticate(&self, session: &Session, tenant: &Tenant, ctx: &mut Ctx) -> Result<Credential, Refusal> {
+        let auth = session.req_header().headers.get(http::header::AUTHORIZATION);
         let Some(part_a) = auth.and_then(|v| headers::bearer(v.as_bytes())) else {
             return Err(Refusal::Token("missing"));
         };
@@ -169,8 +154,7 @@ impl Proxy {
             }
         };
         let keyring = self.keyring.load();
-        token::reconstruct(&keyring, &tenant.id, &part_a, &record, unix_now())
-            .map_err(|e| Refusal::Token(e.label()))
+        token::reconstruct(&keyring, &tenant.id, &part_a, &record, unix_now()).map_err(|e| Refusal::Token(e.label()))
     }
 }
 
@@ -246,9 +230,9 @@ impl ProxyHttp for Proxy {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let tenant = ctx.tenant(self).ok_or_else(|| {
-            Error::explain(InternalError, "upstream_request_filter without a tenant")
-        })?;
+        let tenant = ctx
+            .tenant(self)
+            .ok_or_else(|| Error::explain(InternalError, "upstream_request_filter without a tenant"))?;
         headers::strip_hop_by_hop(up);
         let original_host = session
             .req_header()
@@ -285,6 +269,29 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
+    /// Long uploads are cut at `upstream.max_request_duration`.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        self.check_duration(ctx)
+    }
+
+    /// Long downloads and streams are cut at `upstream.max_request_duration`: a token revoked
+    /// mid-stream stops working within that bound (every new request is checked anyway).
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        self.check_duration(ctx).map(|_| None)
+    }
+
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
@@ -296,12 +303,7 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        resp: &mut ResponseHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;
         }
@@ -320,11 +322,7 @@ impl ProxyHttp for Proxy {
                 Refusal::Upstream(code)
             };
             if let Some(t) = ctx.tenant(self) {
-                log::warn!(
-                    "tenant={} upstream={} request failed: {e}",
-                    t.id,
-                    t.upstream_url
-                );
+                log::warn!("tenant={} upstream={} request failed: {e}", t.id, t.upstream_url);
             }
             if respond::refuse(session, refusal, ctx.request_id.as_ref())
                 .await
@@ -359,10 +357,7 @@ impl ProxyHttp for Proxy {
         }
         let req = session.req_header();
         let ip = client_ip(session);
-        let ua = req
-            .headers
-            .get(http::header::USER_AGENT)
-            .map(|v| v.as_bytes());
+        let ua = req.headers.get(http::header::USER_AGENT).map(|v| v.as_bytes());
         let flags = self.anomaly.observe(&crate::anomaly::Observation {
             tenant,
             token_id: ctx.token_id.as_ref(),
@@ -393,12 +388,18 @@ impl ProxyHttp for Proxy {
     }
 }
 
+impl Proxy {
+    fn check_duration(&self, ctx: &Ctx) -> Result<()> {
+        if ctx.started.elapsed() > self.max_request {
+            return Error::e_explain(HTTPStatus(504), "request exceeded upstream.max_request_duration");
+        }
+        Ok(())
+    }
+}
+
 /// The client's IP address (TCP peer).
 fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 
 /// Bytes for an error body.

@@ -82,11 +82,7 @@ impl Refusal {
 
 /// Write the response for `r`. Keep-alive survives a 401 (the client may retry with a good
 /// token) but not a 421 (RFC 9110: the client must use another connection).
-pub async fn refuse(
-    session: &mut Session,
-    r: Refusal,
-    request_id: Option<&HeaderValue>,
-) -> Result<()> {
+pub async fn refuse(session: &mut Session, r: Refusal, request_id: Option<&HeaderValue>) -> Result<()> {
     let body: Bytes = super::json_bytes(&r.body());
     let mut resp = ResponseHeader::build(r.status(), Some(6))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;

@@ -125,11 +125,7 @@ impl SessionRecord {
             .uri
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
+            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
             .unwrap_or("");
         let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
         SessionRecord {
@@ -151,10 +147,7 @@ impl SessionRecord {
             bytes_in,
             bytes_out,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
-            request_id: request_id
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string(),
+            request_id: request_id.and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
             verify: verify.map(str::to_string),
             refusal: refusal.map(str::to_string),
             anomalies: flags.names().map(str::to_string).collect(),
@@ -224,10 +217,7 @@ impl SessionStore {
     pub async fn query(&self, tenant: &str, q: &Query) -> Result<Vec<SessionRecord>, String> {
         let limit = q.limit.clamp(1, 10_000);
         let keep = |r: &SessionRecord| {
-            q.token_id
-                .as_deref()
-                .is_none_or(|t| r.token_id.as_deref() == Some(t))
-                && q.since.is_none_or(|s| r.ts >= s)
+            q.token_id.as_deref().is_none_or(|t| r.token_id.as_deref() == Some(t)) && q.since.is_none_or(|s| r.ts >= s)
         };
         if let (Some(redis), true) = (&self.redis, self.conf.redis_stream) {
             let mut conn = redis.connection();
@@ -266,14 +256,7 @@ impl SessionStore {
         let mem = self.memory.lock().map_err(|e| e.to_string())?;
         Ok(mem
             .get(tenant)
-            .map(|ring| {
-                ring.iter()
-                    .rev()
-                    .filter(|r| keep(r))
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            })
+            .map(|ring| ring.iter().rev().filter(|r| keep(r)).take(limit).cloned().collect())
             .unwrap_or_default())
     }
 }
@@ -330,11 +313,7 @@ impl FileSink {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
+        match std::fs::OpenOptions::new().create(true).append(true).open(&self.path) {
             Ok(f) => {
                 self.size = f.metadata().map_or(0, |m| m.len());
                 self.file = Some(f);
@@ -382,12 +361,7 @@ impl FileSink {
 }
 
 impl Writer {
-    async fn write_batch(
-        &self,
-        batch: &[SessionRecord],
-        file: &mut Option<FileSink>,
-        lines: &mut Vec<u8>,
-    ) {
+    async fn write_batch(&self, batch: &[SessionRecord], file: &mut Option<FileSink>, lines: &mut Vec<u8>) {
         let conf = &self.store.conf;
         lines.clear();
         for r in batch {
@@ -533,10 +507,7 @@ mod tests {
 
     #[test]
     fn query_values_redacted() {
-        assert_eq!(
-            redact_path("/v1/x?token=abc&flag&b=2"),
-            "/v1/x?token=*&flag&b=*"
-        );
+        assert_eq!(redact_path("/v1/x?token=abc&flag&b=2"), "/v1/x?token=*&flag&b=*");
         assert_eq!(redact_path("/plain"), "/plain");
         let long = format!("/{}", "é".repeat(2000));
         assert!(redact_path(&long).len() <= MAX_PATH);

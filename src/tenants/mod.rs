@@ -85,8 +85,7 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 pub fn normalize_host(host: &str) -> Cow<'_, str> {
     let host = if host.starts_with('[') {
         // IPv6 literal: keep up to the closing bracket.
-        host.split_once(']')
-            .map_or(host, |(h, _)| &host[..h.len() + 1])
+        host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1])
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
@@ -100,10 +99,7 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
 
 impl TenantTable {
     /// Prepare every tenant: peers, header values, metric handles.
-    pub fn build(
-        confs: &[TenantConf],
-        timeouts: &UpstreamTimeouts,
-    ) -> Result<TenantTable, TenantError> {
+    pub fn build(confs: &[TenantConf], timeouts: &UpstreamTimeouts) -> Result<TenantTable, TenantError> {
         let mut t = TenantTable {
             tenants: Vec::with_capacity(confs.len()),
             exact: HashMap::new(),
@@ -111,13 +107,11 @@ impl TenantTable {
             by_id: HashMap::new(),
         };
         for (index, c) in confs.iter().enumerate() {
-            let addr = resolve(&c.upstream.host, c.upstream.port).map_err(|reason| {
-                TenantError::Resolve {
-                    tenant: c.id.to_string(),
-                    url: c.upstream.url.clone(),
-                    host: c.upstream.host.clone(),
-                    reason,
-                }
+            let addr = resolve(&c.upstream.host, c.upstream.port).map_err(|reason| TenantError::Resolve {
+                tenant: c.id.to_string(),
+                url: c.upstream.url.clone(),
+                host: c.upstream.host.clone(),
+                reason,
             })?;
             let mut peer = HttpPeer::new(addr, c.upstream.tls, c.upstream.host.clone());
             peer.options.connection_timeout = Some(timeouts.connect);
@@ -134,12 +128,7 @@ impl TenantTable {
             if let Some(ders) = &c.upstream_ca {
                 let wrapped: Vec<pingora::utils::tls::WrappedX509> = ders
                     .iter()
-                    .map(|d| {
-                        pingora::utils::tls::WrappedX509::new(
-                            d.clone(),
-                            pingora::utils::tls::parse_x509,
-                        )
-                    })
+                    .map(|d| pingora::utils::tls::WrappedX509::new(d.clone(), pingora::utils::tls::parse_x509))
                     .collect();
                 peer.options.ca = Some(Arc::from(wrapped.into_boxed_slice()));
             }
@@ -152,8 +141,7 @@ impl TenantTable {
                     .map_err(|_| TenantError::BadAuthority(c.upstream.authority.clone()))?,
                 upstream_url: c.upstream.url.clone(),
                 tenant_header: c.tenant_header.clone(),
-                tenant_value: HeaderValue::from_str(&c.id)
-                    .map_err(|_| TenantError::BadId(c.id.to_string()))?,
+                tenant_value: HeaderValue::from_str(&c.id).map_err(|_| TenantError::BadId(c.id.to_string()))?,
                 headers: c.headers.clone(),
                 auth: c.auth,
                 anomaly: c.anomaly.clone(),
@@ -232,11 +220,7 @@ impl BackgroundService for DnsRefresher {
                             let mut next = HttpPeer::new(addr, cur.is_tls(), cur.sni.clone());
                             next.options = cur.options.clone();
                             next.group_key = cur.group_key;
-                            log::info!(
-                                "tenant={} upstream {} now resolves to {addr}",
-                                t.id,
-                                t.upstream_url
-                            );
+                            log::info!("tenant={} upstream {} now resolves to {addr}", t.id, t.upstream_url);
                             t.peer.store(Arc::new(next));
                         }
                     }
@@ -258,15 +242,9 @@ mod tests {
 
     #[test]
     fn normalizes_hosts() {
-        assert_eq!(
-            normalize_host("Saas.Acme.Example:8443"),
-            "saas.acme.example"
-        );
+        assert_eq!(normalize_host("Saas.Acme.Example:8443"), "saas.acme.example");
         assert_eq!(normalize_host("saas.acme.example."), "saas.acme.example");
-        assert!(matches!(
-            normalize_host("saas.acme.example"),
-            Cow::Borrowed(_)
-        ));
+        assert!(matches!(normalize_host("saas.acme.example"), Cow::Borrowed(_)));
         assert_eq!(normalize_host("[::1]:443"), "[::1]");
     }
 }

@@ -41,11 +41,7 @@ pub enum TlsError {
     Key { path: String, reason: String },
     /// The key does not belong to the certificate, or is an unsupported type.
     #[error("key {key} does not match certificate {cert} ({reason})")]
-    Mismatch {
-        cert: String,
-        key: String,
-        reason: String,
-    },
+    Mismatch { cert: String, key: String, reason: String },
     /// The certificate does not name one of the tenant's hostnames.
     #[error("certificate {cert} does not cover hostname {host}; reissue it with that name in subjectAltName")]
     NotCovered { cert: String, host: String },
@@ -84,11 +80,7 @@ fn stamp_of(a: &Path, b: &Path) -> FileStamp {
 
 impl CertSource {
     /// Load a pair and check that the certificate covers every hostname.
-    pub fn load(
-        cert_path: PathBuf,
-        key_path: PathBuf,
-        hostnames: &[HostPattern],
-    ) -> Result<CertSource, TlsError> {
+    pub fn load(cert_path: PathBuf, key_path: PathBuf, hostnames: &[HostPattern]) -> Result<CertSource, TlsError> {
         let stamp = stamp_of(&cert_path, &key_path);
         let key = load_certified_key(&cert_path, &key_path, hostnames)?;
         Ok(CertSource {
@@ -248,10 +240,7 @@ pub struct HandshakeHook {
 
 #[async_trait]
 impl TlsAccept for HandshakeHook {
-    async fn handshake_complete_callback(
-        &self,
-        ssl: &TlsRef,
-    ) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(&self, ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
         let name = ssl.server_name();
         let info = SniInfo {
             tenant: name.and_then(|n| self.tenants.lookup(n)),
@@ -274,11 +263,7 @@ struct ReloadState {
 }
 
 impl CertStore {
-    pub fn new(
-        sources: Vec<CertSource>,
-        default: Option<CertSource>,
-        interval: Duration,
-    ) -> Arc<CertStore> {
+    pub fn new(sources: Vec<CertSource>, default: Option<CertSource>, interval: Duration) -> Arc<CertStore> {
         let table = CertTable::build(&sources, default.as_ref());
         Arc::new(CertStore {
             resolver: Arc::new(SniResolver {
@@ -312,10 +297,7 @@ impl CertStore {
                     s.key = k;
                     reloaded += 1;
                     log::info!("reloaded certificate {}", s.cert_path.display());
-                    crate::metrics::global()
-                        .cert_reloads
-                        .with_label_values(&["ok"])
-                        .inc();
+                    crate::metrics::global().cert_reloads.with_label_values(&["ok"]).inc();
                 }
                 Err(e) => {
                     log::error!("certificate reload failed, keeping the previous one: {e}");

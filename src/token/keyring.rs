@@ -16,10 +16,7 @@ use zeroize::Zeroizing;
 pub enum KeyringError {
     /// The file could not be read.
     #[error("cannot read keyring file {path}: {source}; create one with `tessera keys generate --out {path}`")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     /// The environment variable named in `keys.env` is not set.
     #[error("environment variable {0} (keys.env) is not set; export it with the keyring contents")]
     EnvMissing(String),
@@ -72,11 +69,7 @@ impl Keyring {
                     reason: "wrong number of fields",
                 });
             };
-            if kid.len() > 64
-                || !kid
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
+            if kid.len() > 64 || !kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 return Err(KeyringError::BadLine {
                     line: n,
                     reason: "kid must be 1-64 characters of [A-Za-z0-9_-]",
@@ -108,21 +101,16 @@ impl Keyring {
 
     /// Read a keyring file.
     pub fn load_file(path: &Path) -> Result<Self, KeyringError> {
-        let text =
-            Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|source| KeyringError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-            );
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| KeyringError::Read {
+            path: path.display().to_string(),
+            source,
+        })?);
         Self::parse(&text)
     }
 
     /// Read a keyring from an environment variable.
     pub fn load_env(var: &str) -> Result<Self, KeyringError> {
-        let text = Zeroizing::new(
-            std::env::var(var).map_err(|_| KeyringError::EnvMissing(var.to_string()))?,
-        );
+        let text = Zeroizing::new(std::env::var(var).map_err(|_| KeyringError::EnvMissing(var.to_string()))?);
         Self::parse(&text)
     }
 

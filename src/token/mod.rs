@@ -287,12 +287,7 @@ fn seal(key: &[u8; 32], aad: &[u8], msg: &[u8]) -> ([u8; NONCE_LEN], Vec<u8>) {
     (nonce, ct)
 }
 
-fn open(
-    key: &[u8; 32],
-    aad: &[u8],
-    nonce: &[u8],
-    ct: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+fn open(key: &[u8; 32], aad: &[u8], nonce: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     let cipher = XChaCha20Poly1305::new(key.into());
     cipher
         .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
@@ -307,11 +302,7 @@ fn split_dk(dk: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
     // form is x ‖ y.
     for share in blahaj::Sharks(2).dealer(dk).take(2) {
         let bytes = Zeroizing::new(Vec::<u8>::from(&share));
-        let target = if bytes[0] == SHARE_A_X {
-            &mut a
-        } else {
-            &mut b
-        };
+        let target = if bytes[0] == SHARE_A_X { &mut a } else { &mut b };
         target.copy_from_slice(&bytes[1..]);
     }
     (a, b)
@@ -325,11 +316,7 @@ fn combine(share_a: &[u8; 32], share_b: &[u8]) -> Result<Zeroizing<[u8; 32]>, To
         blahaj::Share::try_from(&bytes[..]).map_err(|_| TokenError::Tampered)
     };
     let shares = [to_share(SHARE_A_X, share_a)?, to_share(SHARE_B_X, share_b)?];
-    let secret = Zeroizing::new(
-        blahaj::Sharks(2)
-            .recover(&shares)
-            .map_err(|_| TokenError::Tampered)?,
-    );
+    let secret = Zeroizing::new(blahaj::Sharks(2).recover(&shares).map_err(|_| TokenError::Tampered)?);
     if secret.len() != 32 {
         return Err(TokenError::Tampered);
     }
@@ -344,12 +331,7 @@ fn valid_token(token: &[u8]) -> bool {
 }
 
 /// Split `token` for `tenant`. The returned record goes to the store, the Part A to the caller.
-pub fn mint(
-    keyring: &Keyring,
-    tenant: &str,
-    token: &[u8],
-    meta: &TokenMeta,
-) -> Result<Minted, TokenError> {
+pub fn mint(keyring: &Keyring, tenant: &str, token: &[u8], meta: &TokenMeta) -> Result<Minted, TokenError> {
     mint_with_id(keyring, tenant, TokenId::random(), token, meta)
 }
 
@@ -449,20 +431,13 @@ pub fn is_tombstone(stored: &[u8]) -> Option<i64> {
 /// The kid a stored record is sealed under.
 pub fn record_kid(stored: &[u8]) -> Option<&[u8]> {
     match stored {
-        [RECORD_VERSION, len, rest @ ..] if rest.len() >= usize::from(*len) => {
-            Some(&rest[..usize::from(*len)])
-        }
+        [RECORD_VERSION, len, rest @ ..] if rest.len() >= usize::from(*len) => Some(&rest[..usize::from(*len)]),
         _ => None,
     }
 }
 
 /// Open the KEK layer of a stored record.
-fn open_record(
-    keyring: &Keyring,
-    tenant: &str,
-    id: &TokenId,
-    stored: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+fn open_record(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     if is_tombstone(stored).is_some() {
         return Err(TokenError::Revoked);
     }
@@ -515,12 +490,7 @@ pub fn reconstruct(
     let plain = open_record(keyring, tenant, &part_a.id, stored)?;
     let parts = split_record(&plain)?;
     let dk = combine(&part_a.share, parts.share_b)?;
-    let inner = open(
-        &dk,
-        &inner_aad(tenant, &part_a.id),
-        parts.inner_nonce,
-        parts.inner_ct,
-    )?;
+    let inner = open(&dk, &inner_aad(tenant, &part_a.id), parts.inner_nonce, parts.inner_ct)?;
     decode_inner(&inner, now)
 }
 
@@ -529,9 +499,7 @@ fn decode_inner(inner: &[u8], now: i64) -> Result<Credential, TokenError> {
         return Err(TokenError::Tampered);
     }
     let (exp, mut rest) = inner.split_at(8);
-    let exp = i64::from_be_bytes([
-        exp[0], exp[1], exp[2], exp[3], exp[4], exp[5], exp[6], exp[7],
-    ]);
+    let exp = i64::from_be_bytes([exp[0], exp[1], exp[2], exp[3], exp[4], exp[5], exp[6], exp[7]]);
     if now >= exp {
         return Err(TokenError::Expired);
     }
@@ -547,12 +515,7 @@ fn decode_inner(inner: &[u8], now: i64) -> Result<Credential, TokenError> {
 }
 
 /// Admin path: the public metadata of a record (no Part A needed).
-pub fn open_meta(
-    keyring: &Keyring,
-    tenant: &str,
-    id: &TokenId,
-    stored: &[u8],
-) -> Result<TokenMeta, TokenError> {
+pub fn open_meta(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> Result<TokenMeta, TokenError> {
     let plain = open_record(keyring, tenant, id, stored)?;
     let parts = split_record(&plain)?;
     serde_json::from_slice(parts.meta).map_err(|_| TokenError::Tampered)
@@ -560,12 +523,7 @@ pub fn open_meta(
 
 /// Admin path: re-seal a record under the active KEK. `Ok(None)` if it already is (or is a
 /// tombstone, which holds nothing to re-seal).
-pub fn reseal(
-    keyring: &Keyring,
-    tenant: &str,
-    id: &TokenId,
-    stored: &[u8],
-) -> Result<Option<Vec<u8>>, TokenError> {
+pub fn reseal(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> Result<Option<Vec<u8>>, TokenError> {
     if is_tombstone(stored).is_some() {
         return Ok(None);
     }
@@ -586,12 +544,7 @@ pub fn recover_token(
     let plain = open_record(keyring, tenant, &part_a.id, stored)?;
     let parts = split_record(&plain)?;
     let dk = combine(&part_a.share, parts.share_b)?;
-    let inner = open(
-        &dk,
-        &inner_aad(tenant, &part_a.id),
-        parts.inner_nonce,
-        parts.inner_ct,
-    )?;
+    let inner = open(&dk, &inner_aad(tenant, &part_a.id), parts.inner_nonce, parts.inner_ct)?;
     let mut rest = inner.get(8..).ok_or(TokenError::Tampered)?;
     take_str8(&mut rest)?;
     take_str8(&mut rest)?;

@@ -30,10 +30,7 @@ fn round_trip() {
     assert_eq!(cred.header, "authorization");
     assert_eq!(&cred.value[..], b"Bearer ghp_realUpstreamSecret0123456789");
     assert_eq!(open_meta(&ring, "acme", &m.id, &m.record).unwrap(), meta());
-    assert_eq!(
-        &recover_token(&ring, "acme", &a, &m.record).unwrap()[..],
-        TOKEN
-    );
+    assert_eq!(&recover_token(&ring, "acme", &a, &m.record).unwrap()[..], TOKEN);
 }
 
 #[test]
@@ -152,10 +149,7 @@ fn tampered_record_bytes_fail_authentication() {
     for i in 0..m.record.len() {
         let mut r = m.record.clone();
         r[i] ^= 0x01;
-        assert!(
-            reconstruct(&ring, "acme", &a, &r, 0).is_err(),
-            "flip at {i} accepted"
-        );
+        assert!(reconstruct(&ring, "acme", &a, &r, 0).is_err(), "flip at {i} accepted");
     }
     assert!(reconstruct(&ring, "acme", &a, &m.record[..m.record.len() - 1], 0).is_err());
     assert!(reconstruct(&ring, "acme", &a, &[], 0).is_err());
@@ -218,10 +212,7 @@ fn tombstone_reads_as_revoked() {
     let a = PartA::parse(&m.part_a).unwrap();
     let t = tombstone(1234);
     assert_eq!(is_tombstone(&t), Some(1234));
-    assert_eq!(
-        reconstruct(&ring, "acme", &a, &t, 0).unwrap_err(),
-        TokenError::Revoked
-    );
+    assert_eq!(reconstruct(&ring, "acme", &a, &t, 0).unwrap_err(), TokenError::Revoked);
     assert!(is_tombstone(&m.record).is_none());
 }
 
@@ -260,10 +251,7 @@ fn shares_are_uniform_bias_test() {
         "share == secret {equal_secret} times"
     );
     let expected = N as f64 / 256.0;
-    let chi2: f64 = hist
-        .iter()
-        .map(|&o| (o as f64 - expected).powi(2) / expected)
-        .sum();
+    let chi2: f64 = hist.iter().map(|&o| (o as f64 - expected).powi(2) / expected).sum();
     // df = 255: mean 255, sd 22.6; 370 is > 5 sd, so a fair split fails this ~1e-6 of runs.
     assert!(chi2 < 370.0, "share bytes not uniform: chi2 = {chi2}");
 }

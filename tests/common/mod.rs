@@ -79,14 +79,7 @@ impl Redis {
     pub fn restart(&mut self) {
         self.stop();
         let child = Command::new(Self::bin())
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(if self.persistent {
                 ["--appendonly", "yes", "--appendfsync", "always"]
             } else {
@@ -102,11 +95,7 @@ impl Redis {
         let ok = eventually(Duration::from_secs(10), || {
             self.cli(&["PING"]).is_some_and(|o| o.contains("PONG"))
         });
-        assert!(
-            ok.is_some(),
-            "redis-server did not start on port {}",
-            self.port
-        );
+        assert!(ok.is_some(), "redis-server did not start on port {}", self.port);
     }
 
     pub fn stop(&mut self) {
@@ -215,6 +204,8 @@ pub struct Setup {
     pub store: String,
     /// Extra top-level YAML.
     pub extra: String,
+    /// `upstream:` YAML value.
+    pub upstream: String,
     pub admin_token: String,
     pub tenant_admin_tokens: Vec<(String, String)>,
     pub keyring: PathBuf,
@@ -231,11 +222,7 @@ impl Setup {
         let ca_pem = ca.ca_pem();
         std::fs::write(dir.path().join("ca.pem"), &ca_pem).unwrap();
         let keyring = dir.path().join("keyring");
-        std::fs::write(
-            &keyring,
-            format!("k1 {}\n", hex::encode(rand_bytes::<32>())),
-        )
-        .unwrap();
+        std::fs::write(&keyring, format!("k1 {}\n", hex::encode(rand_bytes::<32>()))).unwrap();
         let s = Setup {
             store: format!(
                 "{{ kind: embedded, path: \"{}\" }}",
@@ -246,6 +233,7 @@ impl Setup {
             ca_pem,
             tenants,
             extra: String::new(),
+            upstream: "{ connect_timeout: 2s, read_timeout: 10s }".into(),
             admin_token: format!("tsa_{}", hex::encode(rand_bytes::<16>())),
             tenant_admin_tokens: vec![],
             keyring,
@@ -289,11 +277,12 @@ impl Setup {
     /// Render the YAML config for an instance on the given ports.
     pub fn yaml(&self, ports: &Ports, name: &str) -> String {
         let mut y = format!(
-            "listen:\n  https: \"127.0.0.1:{}\"\n  http: \"127.0.0.1:{}\"\n  admin: \"127.0.0.1:{}\"\n  metrics: \"127.0.0.1:{}\"\nthreads: 2\ngrace_period: 5s\ntls: {{ reload_interval: 200ms }}\nupstream: {{ connect_timeout: 2s, read_timeout: 10s }}\nstore: {}\nkeys: {{ file: \"{}\" }}\nsession_log: {{ file: \"{}\" }}\nadmin:\n  tokens:\n    - {{ name: ops, sha256: {}, scope: operator }}\n",
+            "listen:\n  https: \"127.0.0.1:{}\"\n  http: \"127.0.0.1:{}\"\n  admin: \"127.0.0.1:{}\"\n  metrics: \"127.0.0.1:{}\"\nthreads: 2\ngrace_period: 5s\ntls: {{ reload_interval: 200ms }}\nupstream: {}\nstore: {}\nkeys: {{ file: \"{}\" }}\nsession_log: {{ file: \"{}\" }}\nadmin:\n  tokens:\n    - {{ name: ops, sha256: {}, scope: operator }}\n",
             ports.https,
             ports.http,
             ports.admin,
             ports.metrics,
+            self.upstream,
             self.store,
             self.keyring.display(),
             self.path(&format!("{name}.sessions.jsonl")).display(),
@@ -314,7 +303,11 @@ impl Setup {
             y.push_str(&format!(
                 "  - id: {}\n    hostnames: [{}]\n    cert: \"{}\"\n    key: \"{}\"\n    upstream: \"{}\"\n{}",
                 t.id,
-                t.hosts.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", "),
+                t.hosts
+                    .iter()
+                    .map(|h| format!("\"{h}\""))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 self.path(&format!("{}.pem", t.id)).display(),
                 self.path(&format!("{}.key", t.id)).display(),
                 t.upstream,
@@ -458,11 +451,7 @@ impl Tessera {
     /// Wait until `/readyz` says ready.
     pub fn wait_ready(&self) {
         let ok = eventually(Duration::from_secs(20), || self.ready());
-        assert!(
-            ok.is_some(),
-            "tessera never became ready; log:\n{}",
-            self.log_text()
-        );
+        assert!(ok.is_some(), "tessera never became ready; log:\n{}", self.log_text());
     }
 
     pub fn ready(&self) -> bool {
@@ -485,13 +474,7 @@ impl Tessera {
         self.admin_call_as(&self.admin_token.clone(), method, path, body)
     }
 
-    pub fn admin_call_as(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
+    pub fn admin_call_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .admin
             .request(method.parse().unwrap(), self.admin_url(path))
@@ -603,12 +586,7 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 /// A blocking HTTPS client resolving `hosts` to 127.0.0.1:`port`, trusting `ca_pem`.
-pub fn client_for(
-    ca_pem: &str,
-    port: u16,
-    hosts: &[&str],
-    http2_only: bool,
-) -> reqwest::blocking::Client {
+pub fn client_for(ca_pem: &str, port: u16, hosts: &[&str], http2_only: bool) -> reqwest::blocking::Client {
     let mut b = reqwest::blocking::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
         .timeout(Duration::from_secs(15))
