@@ -232,7 +232,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     println!();
     println!(
-        "{:>18} {:>9} {:>10} {:>10} {:>9} {:>8} {:>10} {:>10} {:>9} {:>8} {:>9}",
+        "{:>18} {:>9} {:>10} {:>10} {:>9} {:>8} {:>10} {:>10} {:>9} {:>9} {:>8} {:>9}",
         "max_tracked_tokens",
         "ids",
         "tracked",
@@ -242,6 +242,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "ids",
         "tracked",
         "RSS +MiB",
+        "B/state",
         "ns/obs",
         "peak MiB"
     );
@@ -249,7 +250,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let d1 = r.rss1 - r.rss_detector;
         let d2 = r.rss2 - r.rss_detector;
         println!(
-            "{:>18} {:>9} {:>10} {:>10.1} {:>9.0} {:>8.0} {:>10} {:>10} {:>9.1} {:>8.0} {:>9.1}",
+            "{:>18} {:>9} {:>10} {:>10.1} {:>9.0} {:>8.0} {:>10} {:>10} {:>9.1} {:>9.0} {:>8.0} {:>9.1}",
             r.cap,
             r.n1,
             r.tracked1,
@@ -259,13 +260,15 @@ fn main() -> Result<(), Box<dyn Error>> {
             r.n2,
             r.tracked2,
             mib(d2),
+            d2 as f64 / r.tracked2.max(1) as f64,
             r.ns2,
             mib(r.peak)
         );
     }
     println!();
-    println!("RSS +MiB: growth since Detector::new. B/state: that growth / tracked states at the");
-    println!("first checkpoint. ns/obs: mean wall time per observe() over the ids up to that");
-    println!("checkpoint (first: all new states; second: new ids evicting old ones when capped).");
+    println!("RSS +MiB: growth since Detector::new. B/state: that growth / tracked states at that");
+    println!("checkpoint. ns/obs: mean wall time per observe() over the ids since the previous");
+    println!("checkpoint (first: every call creates a state; second: beyond the cap, every new id");
+    println!("also evicts one).");
     Ok(())
 }

@@ -164,6 +164,7 @@ struct Row {
     other_statuses: usize,
     del_rtt_p50: f64,
     poll_rtt_p50: f64,
+    trial_secs: f64,
 }
 
 fn run(n: usize, trials: usize) -> Row {
@@ -185,6 +186,7 @@ fn run(n: usize, trials: usize) -> Row {
     let counters = |name: &str| -> Vec<f64> { inst.iter().map(|t| t.metric(name, &[])).collect() };
     let inval0 = counters("tessera_fragment_cache_invalidations_total");
 
+    let trials_start = Instant::now();
     let mut samples = Vec::with_capacity(n * trials);
     let mut del_rtts = Vec::with_capacity(trials);
     let mut poll_rtts = Vec::with_capacity(n * trials);
@@ -242,6 +244,7 @@ fn run(n: usize, trials: usize) -> Row {
         }
     }
 
+    let trial_secs = trials_start.elapsed().as_secs_f64();
     // Every DEL reached every instance as an invalidation (the mints' SETs add more).
     let inval1 = counters("tessera_fragment_cache_invalidations_total");
     for (i, (after, before)) in inval1.iter().zip(&inval0).enumerate() {
@@ -275,6 +278,7 @@ fn run(n: usize, trials: usize) -> Row {
         other_statuses: other,
         del_rtt_p50: percentile(&del_rtts, 50.0),
         poll_rtt_p50: percentile(&poll_rtts, 50.0),
+        trial_secs,
     }
 }
 
@@ -304,8 +308,9 @@ fn main() {
         let start = Instant::now();
         let row = run(n, trials);
         println!(
-            "N={n}: {} samples from {trials} trials in {:.1} s",
+            "N={n}: {} samples from {trials} trials; trials took {:.2} s, {:.2} s with start-up and teardown",
             row.samples,
+            row.trial_secs,
             start.elapsed().as_secs_f64()
         );
         rows.push(row);

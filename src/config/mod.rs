@@ -253,6 +253,14 @@ pub struct TenantConf {
     pub anomaly: AnomalyConf,
 }
 
+/// `url` with any `user:password@` replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(i), Some(j)) if j > i => format!("{}***{}", &url[..i + 3], &url[j..]),
+        _ => url.to_string(),
+    }
+}
+
 /// Parse `250ms`, `5s`, `2m`, `1h`, `7d` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -438,18 +446,11 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             heartbeat_interval,
             heartbeat_timeout,
         }) => {
-            let known = [
-                "redis://",
-                "rediss://",
-                "redis+unix://",
-                "unix://",
-                "redis+sentinel://",
-                "rediss+sentinel://",
-                "redis+cluster://",
-                "rediss+cluster://",
-            ];
-            if !known.iter().any(|p| url.starts_with(p)) {
-                c.bad("store.url", format!("{url:?} is not a Redis URL; use redis://host:port/db, rediss:// for TLS, redis+sentinel://host:port/master-name or redis+cluster://host1:port,host2:port"));
+            if let Err(e) = crate::fragments::topology::Topology::parse(&url) {
+                c.bad(
+                    "store.url",
+                    format!("{:?}: {e}; use redis://host:port/db, rediss:// for TLS, redis+sentinel://s1:26379,s2:26379/<master>[/db] or redis+cluster://n1:6379,n2:6379", redact_url(&url)),
+                );
             }
             let prefix = prefix.unwrap_or_else(|| "tessera:".to_string());
             if prefix.contains(char::is_whitespace) || prefix.contains(['*', '?', '[']) {

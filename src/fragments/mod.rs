@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod redis;
+pub mod topology;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

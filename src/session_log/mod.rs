@@ -220,7 +220,7 @@ impl SessionStore {
             q.token_id.as_deref().is_none_or(|t| r.token_id.as_deref() == Some(t)) && q.since.is_none_or(|s| r.ts >= s)
         };
         if let (Some(redis), true) = (&self.redis, self.conf.redis_stream) {
-            let mut conn = redis.connection();
+            let mut conn = redis.connection().map_err(|e| e.to_string())?;
             let start = q.since.map_or("-".to_string(), |s| s.to_string());
             // Read more than `limit` when filtering by token, bounded.
             let count = if q.token_id.is_some() {
@@ -396,11 +396,18 @@ impl Writer {
             }
         }
         if let (Some(redis), true) = (&self.store.redis, conf.redis_stream) {
-            let mut pipe = redis::pipe();
+            // One pipeline per tenant: each stream is one key (one slot on a cluster).
+            let mut by_tenant: Vec<(&str, redis::Pipeline, u64)> = Vec::new();
             for r in batch {
-                let Ok(json) = serde_json::to_vec(r) else {
-                    continue;
+                let Ok(json) = serde_json::to_vec(r) else { continue };
+                let i = match by_tenant.iter().position(|(t, _, _)| *t == r.tenant.as_str()) {
+                    Some(i) => i,
+                    None => {
+                        by_tenant.push((r.tenant.as_str(), redis::pipe(), 0));
+                        by_tenant.len() - 1
+                    }
                 };
+                let (_, pipe, n) = &mut by_tenant[i];
                 pipe.cmd("XADD")
                     .arg(self.store.stream_key(redis, &r.tenant))
                     .arg("MAXLEN")
@@ -410,19 +417,25 @@ impl Writer {
                     .arg("r")
                     .arg(json)
                     .ignore();
+                *n += 1;
             }
-            let mut conn = redis.connection();
-            match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => metrics::global()
-                    .session_log_written
-                    .with_label_values(&["redis"])
-                    .inc_by(batch.len() as u64),
-                Err(e) => {
-                    log::warn!("session log: redis stream write failed: {e}");
-                    metrics::global()
-                        .session_log_dropped
+            for (_, pipe, n) in by_tenant {
+                let res = match redis.connection() {
+                    Ok(mut conn) => pipe.query_async::<()>(&mut conn).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match res {
+                    Ok(()) => metrics::global()
+                        .session_log_written
                         .with_label_values(&["redis"])
-                        .inc_by(batch.len() as u64);
+                        .inc_by(n),
+                    Err(e) => {
+                        log::warn!("session log: redis stream write failed: {e}");
+                        metrics::global()
+                            .session_log_dropped
+                            .with_label_values(&["redis"])
+                            .inc_by(n);
+                    }
                 }
             }
         }
@@ -445,7 +458,7 @@ impl Writer {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
             .saturating_sub(self.store.conf.stream_max_age.as_millis() as u64);
-        let mut conn = redis.connection();
+        let Ok(mut conn) = redis.connection() else { return };
         for t in tenants {
             let _: Result<(), _> = redis::cmd("XTRIM")
                 .arg(self.store.stream_key(redis, &t))

@@ -43,6 +43,8 @@ pub struct Redis {
     dir: tempfile::TempDir,
     /// Keep data across restarts (append-only file in the temp dir).
     persistent: bool,
+    /// Extra server arguments (cluster mode, replicaof, …).
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -56,12 +58,18 @@ impl Redis {
     }
 
     fn start_with(persistent: bool) -> Redis {
+        Self::start_on(free_port(), persistent, &[])
+    }
+
+    /// Start on `port` with extra server arguments.
+    pub fn start_on(port: u16, persistent: bool, extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Redis {
-            port: free_port(),
+            port,
             child: None,
             dir,
             persistent,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         r.restart();
         r
@@ -87,6 +95,7 @@ impl Redis {
             })
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -144,6 +153,163 @@ pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
         .status();
+}
+
+/// A port `p` with `p` and `p + 10000` (the cluster bus) both free.
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// A three-primary Redis Cluster on loopback.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<Redis> = (0..3)
+            .map(|_| {
+                Redis::start_on(
+                    free_cluster_port(),
+                    false,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for n in &nodes {
+            let ok = eventually(Duration::from_secs(15), || {
+                n.cli(&["CLUSTER", "INFO"])
+                    .is_some_and(|i| i.contains("cluster_state:ok"))
+            });
+            assert!(ok.is_some(), "cluster did not converge");
+        }
+        RedisCluster { nodes }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "redis+cluster://127.0.0.1:{},127.0.0.1:{}",
+            self.nodes[0].port, self.nodes[1].port
+        )
+    }
+
+    /// `redis-cli -c` (follows MOVED redirects) against the first node.
+    pub fn cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-c", "-h", "127.0.0.1", "-p", &self.nodes[0].port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// A primary, one replica and one sentinel watching them as `mymaster`.
+pub struct RedisSentinel {
+    pub primary: Redis,
+    pub replica: Redis,
+    pub sentinel_port: u16,
+    sentinel: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisSentinel {
+    pub fn start() -> RedisSentinel {
+        let primary = Redis::start();
+        let pp = primary.port.to_string();
+        let replica = Redis::start_on(free_port(), false, &["--replicaof", "127.0.0.1", &pp]);
+        let ok = eventually(Duration::from_secs(10), || {
+            replica
+                .cli(&["INFO", "replication"])
+                .is_some_and(|i| i.contains("master_link_status:up"))
+        });
+        assert!(ok.is_some(), "replica did not sync");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {pp} 1\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 3000\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(Redis::bin())
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = RedisSentinel {
+            primary,
+            replica,
+            sentinel_port: port,
+            sentinel: Some(child),
+            _dir: dir,
+        };
+        let ok = eventually(Duration::from_secs(10), || {
+            s.master_addr().is_some_and(|a| a.contains(&pp))
+        });
+        assert!(ok.is_some(), "sentinel did not start");
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/mymaster/0", self.sentinel_port)
+    }
+
+    pub fn sentinel_cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.sentinel_port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn master_addr(&self) -> Option<String> {
+        self.sentinel_cli(&["SENTINEL", "get-master-addr-by-name", "mymaster"])
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.sentinel.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 // === Upstream ===
