@@ -553,7 +553,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
     let s = &raw.session_log;
     let session_log = SessionLogConf {
         enabled: s.enabled.unwrap_or(true),
-        stdout: s.stdout.unwrap_or(false),
+        stdout: s.stdout.unwrap_or(true),
         file: s.file.as_ref().map(PathBuf::from),
         file_max_bytes: s.file_max_bytes.unwrap_or(64 * 1024 * 1024),
         file_keep: s.file_keep.unwrap_or(5),

@@ -108,7 +108,7 @@ pub fn run(dir: &Path, port: u16, serve: bool) -> Result<(), DemoError> {
          store: {{ kind: embedded, path: \"{db}\" }}\n\
          keys: {{ file: \"{kr}\" }}\n\
          admin:\n  tokens:\n    - {{ name: demo-ops, sha256: {admin_sha}, scope: operator }}\n\
-         session_log: {{ file: \"{log}\" }}\n\
+         session_log: {{ stdout: false, file: \"{log}\" }}\n\
          tenants:\n",
         db = dir.join("tessera.redb").display(),
         kr = keyring_path.display(),

@@ -58,12 +58,9 @@ pub fn request_id(req: &RequestHeader) -> HeaderValue {
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and proxy credentials are not forwarded, nor any header
-/// the client listed in `Connection`. Framing (`Transfer-Encoding`, `Content-Length`) is left
-/// to Pingora.
-pub fn strip_hop_by_hop(up: &mut RequestHeader) {
-    let listed: Vec<String> = up
-        .headers
+/// Header names listed in `Connection` (lower-case), minus the ones Pingora manages itself.
+fn connection_listed(headers: &http::HeaderMap) -> Vec<String> {
+    headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -71,12 +68,16 @@ pub fn strip_hop_by_hop(up: &mut RequestHeader) {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| {
             !t.is_empty()
-                && !matches!(
-                    t.as_str(),
-                    "close" | "keep-alive" | "transfer-encoding" | "content-length" | "host"
-                )
+                && !matches!(t.as_str(), "close" | "keep-alive" | "upgrade" | "transfer-encoding" | "content-length" | "host")
         })
-        .collect();
+        .collect()
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and proxy credentials are not forwarded, nor any header
+/// the client listed in `Connection`. Framing (`Transfer-Encoding`, `Content-Length`) is left
+/// to Pingora.
+pub fn strip_hop_by_hop(up: &mut RequestHeader) {
+    let listed = connection_listed(&up.headers);
     for name in listed {
         up.remove_header(name.as_str());
     }
@@ -97,6 +98,18 @@ pub fn strip_hop_by_hop(up: &mut RequestHeader) {
     if !te_trailers {
         up.remove_header("te");
     }
+}
+
+/// Hop-by-hop headers of the upstream's response (RFC 9110 §7.6.1): the ones the upstream
+/// listed in `Connection`, and `Keep-Alive`, `Proxy-Connection`. Pingora writes its own
+/// `Connection` and framing headers for the client.
+pub fn strip_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
+    let listed = connection_listed(&resp.headers);
+    for name in listed {
+        resp.remove_header(name.as_str());
+    }
+    resp.remove_header("keep-alive");
+    resp.remove_header("proxy-connection");
 }
 
 /// Append the client address to `X-Forwarded-For`.

@@ -299,6 +299,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.upstream_status = Some(resp.status.as_u16());
+        headers::strip_response_hop_by_hop(resp);
         ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
         Ok(())
     }

@@ -519,6 +519,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn file_sink_rotates_and_keeps_n() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl");
+        let mut f = FileSink::open(path.clone(), 100, 2);
+        let line = [b'x'; 60];
+        for _ in 0..5 {
+            f.write(&line, 1);
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 60);
+        assert_eq!(std::fs::metadata(path.with_extension("1")).unwrap().len(), 60);
+        assert!(path.with_extension("2").exists());
+        assert!(!path.with_extension("3").exists(), "keeps only file_keep rotated files");
+    }
+
+    #[test]
     fn query_values_redacted() {
         assert_eq!(redact_path("/v1/x?token=abc&flag&b=2"), "/v1/x?token=*&flag&b=*");
         assert_eq!(redact_path("/plain"), "/plain");
