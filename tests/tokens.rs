@@ -426,3 +426,82 @@ fn cli_mints_from_stdin_lists_and_revokes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+#[test]
+fn rediss_store_with_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tessera::demo::certs::DemoCa::new("redis CA").unwrap();
+    let (cert, key) = ca.issue(&["localhost"]).unwrap().write(dir.path(), "redis").unwrap();
+    let ca_file = dir.path().join("redis-ca.pem");
+    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
+    let port = free_port();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--tls-auth-clients",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca_file)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new("redis-cli")
+            .args([
+                "--tls",
+                "--cacert",
+                ca_file.to_str().unwrap(),
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+            ])
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    assert!(eventually(Duration::from_secs(10), || cli(&["PING"])
+        .is_some_and(|o| o.contains("PONG")))
+    .is_some());
+
+    let mut setup = setup_one("");
+    setup.store = format!(
+        "{{ kind: redis, url: \"rediss://localhost:{port}/0\", tls_ca: \"{}\" }}",
+        ca_file.display()
+    );
+    let t = setup.start("rediss");
+    t.wait_ready();
+    let (id, part_a) = t.mint("acme", UPSTREAM_TOKEN);
+    assert_eq!(get(&t, "saas.acme.example", Some(&part_a)).status(), 200);
+    assert_eq!(get(&t, "saas.acme.example", Some(&part_a)).status(), 200);
+    assert_eq!(cli(&["DEL", &format!("tessera:frag:acme:{id}")]).unwrap().trim(), "1");
+    assert!(eventually(Duration::from_millis(300), || get(
+        &t,
+        "saas.acme.example",
+        Some(&part_a)
+    )
+    .status()
+        == 401)
+    .is_some());
+    let _ = server.kill();
+    let _ = server.wait();
+}

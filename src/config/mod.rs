@@ -114,6 +114,8 @@ pub struct RedisConf {
     pub cache_ttl: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// PEM CA bundle that `rediss://` servers must chain to (default: system roots).
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone)]
@@ -445,7 +447,17 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             cache,
             heartbeat_interval,
             heartbeat_timeout,
+            tls_ca,
         }) => {
+            let tls_ca_pem = tls_ca
+                .as_ref()
+                .and_then(|p| match crate::tls::load_ca_ders(Path::new(p)) {
+                    Ok(_) => std::fs::read(p).ok(),
+                    Err(m) => {
+                        c.bad("store.tls_ca", m);
+                        None
+                    }
+                });
             if let Err(e) = crate::fragments::topology::Topology::parse(&url) {
                 c.bad(
                     "store.url",
@@ -490,6 +502,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                     heartbeat_timeout.as_deref(),
                     Duration::from_millis(500),
                 ),
+                tls_ca_pem,
             })
         }
     };

@@ -90,6 +90,8 @@ pub enum RawStore {
         heartbeat_interval: Option<String>,
         #[serde(default)]
         heartbeat_timeout: Option<String>,
+        #[serde(default)]
+        tls_ca: Option<String>,
     },
 }
 

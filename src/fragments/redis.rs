@@ -126,7 +126,7 @@ impl RedisStore {
     }
 
     fn manager(conf: &RedisConf, url: &str) -> Result<ConnectionManager, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| unavailable(format!("store.url: {e}")))?;
+        let client = client(conf, url).map_err(|e| unavailable(format!("store.url: {e}")))?;
         let mgr_conf = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(conf.connect_timeout))
             .set_response_timeout(Some(conf.response_timeout))
@@ -228,6 +228,20 @@ impl RedisStore {
     }
 }
 
+/// A client for `url`, trusting `store.tls_ca` for `rediss://` when configured.
+fn client(conf: &RedisConf, url: &str) -> redis::RedisResult<redis::Client> {
+    match &conf.tls_ca_pem {
+        Some(ca) if url.starts_with("rediss") => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        ),
+        _ => redis::Client::open(url),
+    }
+}
+
 /// A plain multiplexed connection to one node (tracking, sentinel queries, per-node scans).
 async fn direct(
     url: &str,
@@ -239,7 +253,7 @@ async fn direct(
     } else {
         url.to_string()
     };
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let client = client(conf, &url).map_err(|e| e.to_string())?;
     let mut cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(conf.connect_timeout))
         .set_response_timeout(Some(conf.heartbeat_timeout.max(conf.response_timeout)));
@@ -492,12 +506,17 @@ impl Tracker {
                         }
                     };
                     if s.conn.load().is_none() {
-                        let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                        let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                             .connection_timeout(s.conf.connect_timeout)
                             .response_timeout(s.conf.response_timeout)
-                            .retries(1)
-                            .build()
-                            .map_err(|e| e.to_string())?;
+                            .retries(1);
+                        if let Some(ca) = &s.conf.tls_ca_pem {
+                            builder = builder.certs(redis::TlsCertificates {
+                                client_tls: None,
+                                root_cert: Some(ca.clone()),
+                            });
+                        }
+                        let client = builder.build().map_err(|e| e.to_string())?;
                         let cc = client.get_async_connection().await.map_err(|e| e.to_string())?;
                         s.conn.store(Some(Arc::new(DataConn::Cluster(cc))));
                     }

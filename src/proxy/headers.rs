@@ -68,7 +68,10 @@ fn connection_listed(headers: &http::HeaderMap) -> Vec<String> {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| {
             !t.is_empty()
-                && !matches!(t.as_str(), "close" | "keep-alive" | "upgrade" | "transfer-encoding" | "content-length" | "host")
+                && !matches!(
+                    t.as_str(),
+                    "close" | "keep-alive" | "upgrade" | "transfer-encoding" | "content-length" | "host"
+                )
         })
         .collect()
 }
