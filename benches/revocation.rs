@@ -14,7 +14,8 @@
 //! Instance logs are at `warn` unless `TESSERA_TEST_LOG` says otherwise.
 //!
 //! One trial:
-//! 1. mint a fresh token (admin API, instances in turn);
+//! 1. mint a fresh token (admin API, instances in turn) and wait until every instance has
+//!    handled the invalidation Redis broadcasts for the mint's own SET;
 //! 2. warm every instance: its poller sends two requests on its keep-alive connection, both
 //!    must be 200, and each instance's `tessera_fragment_cache_hits_total` must grow (the
 //!    second request is a local-cache hit);
@@ -27,9 +28,9 @@
 //! instance's tracker task evicting the entry, waking the poller thread, and the whole HTTPS
 //! request that observed the 401.
 //!
-//! Resolution limit: a sample is only known to one HTTPS round trip (one poll). The 401 poll
-//! was sent after the invalidation may already have landed, and a sample can never be shorter
-//! than DEL round trip + thread wake-up + one request. The output gives the median poll round
+//! Resolution limit: a sample is only known to one HTTPS round trip (one poll). The
+//! invalidation may have landed well before the 401 poll was sent, and a sample can never be
+//! shorter than DEL round trip + thread wake-up + one request. The output gives the median poll round
 //! trip (a cache-hit 200 on a warm connection) and the share of samples whose very first poll
 //! was already refused: when that share is near 100 %, the numbers measure the poll, not the
 //! invalidation, which is then faster than the poll. On a 2-core box the 8-instance case also
@@ -44,10 +45,11 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{echo_upstream, Redis, Setup, TenantSpec, Tessera};
+use common::{echo_upstream, eventually, Redis, Setup, TenantSpec, Tessera};
 
 const HOST: &str = "saas.acme.example";
 const TENANT: &str = "acme";
+const INVALIDATIONS: &str = "tessera_fragment_cache_invalidations_total";
 /// A poller gives up after this long without a 401 (counted as a timeout, not a sample).
 const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -184,7 +186,7 @@ fn run(n: usize, trials: usize) -> Row {
         .expect("connect to the bench redis-server");
     let pollers: Vec<Poller> = inst.iter().map(spawn_poller).collect();
     let counters = |name: &str| -> Vec<f64> { inst.iter().map(|t| t.metric(name, &[])).collect() };
-    let inval0 = counters("tessera_fragment_cache_invalidations_total");
+    let inval0 = counters(INVALIDATIONS);
 
     let trials_start = Instant::now();
     let mut samples = Vec::with_capacity(n * trials);
@@ -192,7 +194,19 @@ fn run(n: usize, trials: usize) -> Row {
     let mut poll_rtts = Vec::with_capacity(n * trials);
     let (mut timeouts, mut first_poll, mut other) = (0usize, 0usize, 0usize);
     for trial in 0..trials {
+        let inval_before = counters(INVALIDATIONS);
         let (id, part_a) = inst[trial % n].mint(TENANT, &format!("upstream-token-{trial}"));
+        // The mint's SET is broadcast as an invalidation too; wait until every instance has
+        // handled it, or it could land after the warm-up and empty the cache again.
+        for (i, t) in inst.iter().enumerate() {
+            let seen = eventually(Duration::from_secs(5), || {
+                t.metric(INVALIDATIONS, &[]) > inval_before[i]
+            });
+            assert!(
+                seen.is_some(),
+                "N={n} trial {trial}: instance {i} never saw the mint's invalidation"
+            );
+        }
         let hits_before = counters("tessera_fragment_cache_hits_total");
         for p in &pollers {
             p.tx.send(Cmd::Warm(part_a.clone())).expect("poller alive");
@@ -246,7 +260,7 @@ fn run(n: usize, trials: usize) -> Row {
 
     let trial_secs = trials_start.elapsed().as_secs_f64();
     // Every DEL reached every instance as an invalidation (the mints' SETs add more).
-    let inval1 = counters("tessera_fragment_cache_invalidations_total");
+    let inval1 = counters(INVALIDATIONS);
     for (i, (after, before)) in inval1.iter().zip(&inval0).enumerate() {
         let inval = after - before;
         assert!(
