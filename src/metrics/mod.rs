@@ -377,3 +377,31 @@ impl ServeHttp for MetricsApp {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Registration panics only on a programming error (duplicate or invalid name); this test
+    /// makes such an error fail CI instead of start-up.
+    #[test]
+    fn registers_and_renders_every_family() {
+        let m = global();
+        let t = m.tenant("unit-test-tenant");
+        t.request(204);
+        t.verification("revoked");
+        t.anomaly(0);
+        let text = String::from_utf8(m.render()).unwrap();
+        for family in [
+            "tessera_requests_total",
+            "tessera_request_duration_seconds",
+            "tessera_token_verifications_total",
+            "tessera_anomalies_total",
+            "tessera_build_info",
+            "tessera_fragment_cache_hits_total",
+        ] {
+            assert!(text.contains(family), "{family} missing");
+        }
+        assert!(text.contains("result=\"revoked\",tenant=\"unit-test-tenant\""));
+    }
+}
