@@ -5,15 +5,15 @@
 //! Smoke (CI): cargo bench --bench crypto -- --test      (runs every routine once, no timing)
 //!
 //! Benchmarks:
-//! - `parse_part_a`        `PartA::parse`: length/prefix checks, CRC32, base62 decode.
-//! - `reconstruct`         `token::reconstruct`: open the KEK-sealed record, Shamir-combine the
-//!                         two shares, decrypt the upstream token, check expiry.
-//! - `full_request_crypto` what `request_filter` does per request between reading the
-//!                         `Authorization` header and having the credential: parse, tenant-tag
-//!                         check, embedded-store `get`, reconstruct. Target: < 5 µs.
-//! - `mint`                admin path (fresh DK, Shamir split, two AEAD seals), for reference.
-//! - `tenant_lookup/*`     `tenants::normalize_host` on a lower-case host (borrows, no
-//!                         allocation) vs a mixed-case one (allocates the lower-cased copy).
+//! - `parse_part_a`: `PartA::parse`: length/prefix checks, CRC32, base62 decode.
+//! - `reconstruct`: `token::reconstruct`: open the KEK-sealed record, Shamir-combine the two
+//!   shares, decrypt the upstream token, check expiry.
+//! - `full_request_crypto`: what `request_filter` does per request between reading the
+//!   `Authorization` header and having the credential: parse, tenant-tag check,
+//!   embedded-store `get`, reconstruct. Target: < 5 µs.
+//! - `mint`: admin path (fresh DK, Shamir split, two AEAD seals), for reference.
+//! - `tenant_lookup/*`: `tenants::normalize_host` on a lower-case host (borrows, no
+//!   allocation) vs a mixed-case one (allocates the lower-cased copy).
 //!
 //! The anomaly quarantine check and the keyring `ArcSwap` load that `authenticate` also does
 //! are not included: they are a hash probe and an atomic load, not crypto.

@@ -19,6 +19,8 @@
 #   5 redis-cache     as 4, Redis store, local cache on (warm)
 #   6 redis-nocache   as 4, Redis store, cache off (one Redis round trip per request)
 #   7 split-nolog     as 4, session_log and anomaly disabled (4 has both on, the default)
+#                     (the default session log writes a JSON line per request to stdout, captured in
+#                     WORK/<case>/tessera.log, and with a Redis store also XADDs it to a stream)
 #   8 nginx-https     nginx HTTPS reverse proxy to the same upstream (NGINX=0 skips)
 #
 # Requires: cargo, wrk, taskset, openssl, curl, python3; redis-server (installed with apt-get
@@ -112,15 +114,20 @@ wait_until() {
     for i in $(seq 1 300); do
         if "$@" >/dev/null 2>&1; then return 0; fi
         if ! kill -0 "$pid" 2>/dev/null; then
-            log "$what (pid $pid) exited during start-up; last log lines:"
-            tail -n 30 "$logf" >&2 || true
+            log "$what (pid $pid) exited during start-up"
+            show_log "$logf"
             return 1
         fi
         sleep 0.1
     done
-    log "$what not ready after 30 s; last log lines:"
-    tail -n 30 "$logf" >&2 || true
+    log "$what not ready after 30 s"
+    show_log "$logf"
     return 1
+}
+# show_log FILE: last lines of a log, without the session log's JSON lines (stdout by default).
+show_log() {
+    log "last lines of $1 (session JSON lines omitted):"
+    grep -v '^{' "$1" 2>/dev/null | tail -n 25 >&2 || true
 }
 http_ok() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@")" = 200 ]; }
 
@@ -260,7 +267,7 @@ stop_tessera() {
 
 # --- wrk and result table --------------------------------------------------------------------
 CASES=()
-declare -A RPS P50 P99 ERRS NOTE
+declare -A RPS P50 P99 ERRS NOTE BUSY
 to_ms() { # 812.00us | 1.23ms | 1.05s | 2.00m → milliseconds
     awk -v v="$1" 'BEGIN {
         n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
@@ -282,6 +289,26 @@ check_request() {
     fi
 }
 
+# machine_busy: % of all CPUs busy over 1 s (taken right before a case, while our processes are
+# idle). Anything well above 0 means something else on the machine is skewing the numbers.
+machine_busy() {
+    local a b
+    a=($(head -n1 /proc/stat)); sleep 1; b=($(head -n1 /proc/stat))
+    awk -v a="${a[*]:1}" -v b="${b[*]:1}" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " "); tot = 0;
+        for (i = 1; i <= n; i++) tot += y[i] - x[i];
+        idle = (y[4] - x[4]) + (y[5] - x[5]);
+        printf "%.0f", (tot > 0 ? 100 * (tot - idle) / tot : 0) }' || echo "?"
+}
+
+# redis_calls: "GET XADD TOTAL" command counts of our Redis (empty if none running).
+redis_calls() {
+    [ -n "$REDIS_PORT" ] && command -v redis-cli >/dev/null || return 0
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info commandstats 2>/dev/null | tr -d '\r' | awk -F'[:=,]' '
+        /^cmdstat_/ { tot += $3; if ($1 == "cmdstat_get") g = $3; if ($1 == "cmdstat_xadd") x = $3 }
+        END { printf "%d %d %d", g, x, tot }'
+}
+
 # run_case NAME URL [LOGFILE] [wrk args...]
 run_case() {
     local name=$1 url=$2 logf=$3 out
@@ -290,15 +317,24 @@ run_case() {
     if ! check_request "$url" "$@"; then
         RPS[$name]=FAILED; NOTE[$name]="pre-check failed"
         FAILED=1
-        [ -n "$logf" ] && { log "last lines of $logf:"; tail -n 20 "$logf" >&2 || true; }
+        [ -n "$logf" ] && show_log "$logf"
         return 0
     fi
     if [ "$WARMUP" != 0 ]; then
         taskset -c "$GEN_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARMUP}s" "$@" "$url" >/dev/null 2>&1 || true
     fi
-    log "case $name: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s $url"
+    BUSY[$name]=$(machine_busy)
+    log "case $name: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s $url (machine busy before: ${BUSY[$name]}%)"
+    local r0 r1 total
+    r0=$(redis_calls)
     out=$(taskset -c "$GEN_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" 2>&1) || true
+    r1=$(redis_calls)
     printf '%s\n' "$out" >"$WORK/wrk-$name.txt"
+    total=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
+    if [[ $name == redis-* ]] && [ -n "$r0" ] && [ -n "$r1" ] && [ -n "$total" ] && [ "$total" -gt 0 ]; then
+        NOTE[$name]=$(awk -v a="$r0" -v b="$r1" -v n="$total" 'BEGIN { split(a, x, " "); split(b, y, " ");
+            printf "redis per request: GET %.2f, XADD %.3f, all cmds %.2f", (y[1]-x[1])/n, (y[2]-x[2])/n, (y[3]-x[3])/n }')
+    fi
     RPS[$name]=$(printf '%s\n' "$out" | awk '/^Requests\/sec:/ {print $2}')
     P50[$name]=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "50%" {print $2; exit}')")
     P99[$name]=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "99%" {print $2; exit}')")
@@ -312,7 +348,8 @@ run_case() {
         printf '%s\n' "$out" >&2
     elif [ -n "$non2xx" ]; then
         FAILED=1
-        [ -n "$logf" ] && { log "case $name had non-2xx responses; last lines of $logf:"; tail -n 20 "$logf" >&2 || true; }
+        log "case $name had non-2xx responses"
+        [ -n "$logf" ] && show_log "$logf"
     fi
 }
 
@@ -432,15 +469,17 @@ echo
 echo "Tessera loopback load test: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s (warm-up ${WARMUP}s), path $PATH_UNDER_TEST"
 echo "CPU $GEN_CPU: wrk + echo upstream$([ -n "$REDIS_PID" ] && [ "$REDIS_CPU" = "$GEN_CPU" ] && echo ' + redis'); CPU $PROXY_CPU: proxy (threads: 1)"
 echo
-printf '%-42s %11s %10s %10s %9s %9s  %s\n' case "req/s" "p50 ms" "p99 ms" "/direct" "/case4" errors
-printf '%-42s %11s %10s %10s %9s %9s  %s\n' "------------------------------------------" "-----------" "----------" "----------" "---------" "---------" "------"
+printf '%-42s %11s %10s %10s %9s %9s %6s  %s\n' case "req/s" "p50 ms" "p99 ms" "/direct" "/case4" "busy%" "errors / notes"
+printf '%-42s %11s %10s %10s %9s %9s %6s  %s\n' "------------------------------------------" "-----------" "----------" "----------" "---------" "---------" "------" "--------------"
 for c in "${CASES[@]}"; do
     vs4="-"
     case $c in redis-cache|redis-nocache|split-nolog) vs4=$(ratio "${RPS[$c]}" "${RPS[https-split]:-}") ;; esac
-    printf '%-42s %11s %10s %10s %9s %9s  %s\n' "${LABEL[$c]:-$c}" "${RPS[$c]:-}" "${P50[$c]:--}" "${P99[$c]:--}" \
-        "$(ratio "${RPS[$c]}" "${RPS[direct]:-}")" "$vs4" "${ERRS[$c]:-}${NOTE[$c]:+ ${NOTE[$c]}}"
+    printf '%-42s %11s %10s %10s %9s %9s %6s  %s\n' "${LABEL[$c]:-$c}" "${RPS[$c]:-}" "${P50[$c]:--}" "${P99[$c]:--}" \
+        "$(ratio "${RPS[$c]}" "${RPS[direct]:-}")" "$vs4" "${BUSY[$c]:--}" "${ERRS[$c]:-}${NOTE[$c]:+ ${NOTE[$c]}}"
 done
 echo
-echo "(7 vs 4: /case4 > 1 means session log + anomaly detection cost that much throughput)"
+echo "(7 vs 4: /case4 > 1 means session log + anomaly detection cost that much throughput;"
+echo " busy% = whole-machine CPU use in the second before the case, from processes other than the"
+echo " load test's; more than a few % means the numbers are skewed by other work on the machine)"
 echo "raw wrk output and logs: $WORK$([ "$KEEP_WORK" = 1 ] || [ "$FAILED" != 0 ] || echo ' (deleted on exit; KEEP_WORK=1 keeps it)')"
 [ "$FAILED" = 0 ] || { log "one or more cases failed (see above)"; exit 1; }
