@@ -329,6 +329,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::Io(e.to_string()))
 }
 
+/// One admin API call, its JSON answer printed.
+async fn call_print(admin: &AdminArgs, method: reqwest::Method, path: &str) -> Result<(), CliError> {
+    print_json(&Api::new(admin)?.call(method, path, None).await?);
+    Ok(())
+}
+
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -493,16 +499,8 @@ fn keys(cmd: KeysCmd) -> Result<(), CliError> {
             println!("retired {kid} from {}", file.display());
             Ok(())
         }
-        KeysCmd::Status { admin } => runtime()?.block_on(async {
-            let api = Api::new(&admin)?;
-            print_json(&api.call(reqwest::Method::GET, "/v1/keys", None).await?);
-            Ok(())
-        }),
-        KeysCmd::Rotate { admin } => runtime()?.block_on(async {
-            let api = Api::new(&admin)?;
-            print_json(&api.call(reqwest::Method::POST, "/v1/keys/rotate", None).await?);
-            Ok(())
-        }),
+        KeysCmd::Status { admin } => runtime()?.block_on(call_print(&admin, reqwest::Method::GET, "/v1/keys")),
+        KeysCmd::Rotate { admin } => runtime()?.block_on(call_print(&admin, reqwest::Method::POST, "/v1/keys/rotate")),
     }
 }
 
@@ -541,24 +539,15 @@ async fn token(cmd: TokenCmd) -> Result<(), CliError> {
             Ok(())
         }
         TokenCmd::List { admin, tenant } => {
-            let api = Api::new(&admin)?;
-            print_json(
-                &api.call(reqwest::Method::GET, &format!("/v1/tenants/{tenant}/tokens"), None)
-                    .await?,
-            );
-            Ok(())
+            call_print(&admin, reqwest::Method::GET, &format!("/v1/tenants/{tenant}/tokens")).await
         }
         TokenCmd::Revoke { admin, tenant, id } => {
-            let api = Api::new(&admin)?;
-            print_json(
-                &api.call(
-                    reqwest::Method::DELETE,
-                    &format!("/v1/tenants/{tenant}/tokens/{id}"),
-                    None,
-                )
-                .await?,
-            );
-            Ok(())
+            call_print(
+                &admin,
+                reqwest::Method::DELETE,
+                &format!("/v1/tenants/{tenant}/tokens/{id}"),
+            )
+            .await
         }
         TokenCmd::Rotate {
             admin,
@@ -579,16 +568,12 @@ async fn token(cmd: TokenCmd) -> Result<(), CliError> {
             Ok(())
         }
         TokenCmd::Unblock { admin, tenant, id } => {
-            let api = Api::new(&admin)?;
-            print_json(
-                &api.call(
-                    reqwest::Method::POST,
-                    &format!("/v1/tenants/{tenant}/tokens/{id}/unblock"),
-                    None,
-                )
-                .await?,
-            );
-            Ok(())
+            call_print(
+                &admin,
+                reqwest::Method::POST,
+                &format!("/v1/tenants/{tenant}/tokens/{id}/unblock"),
+            )
+            .await
         }
     }
 }

@@ -10,11 +10,7 @@ use common::*;
 const HOST: &str = "saas.acme.example";
 
 fn status(t: &Tessera, c: &reqwest::blocking::Client, part_a: &str) -> u16 {
-    c.get(t.url(HOST, "/r"))
-        .bearer_auth(part_a)
-        .send()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    t.status_with(c, HOST, part_a)
 }
 
 fn setup_with(url: &str) -> Setup {

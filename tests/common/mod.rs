@@ -672,6 +672,15 @@ impl Tessera {
         client_for(&self.ca_pem, self.ports.https, hosts, false)
     }
 
+    /// Status of `GET https://host/r` with `part_a`, 0 if the request failed.
+    pub fn status_with(&self, c: &reqwest::blocking::Client, host: &str, part_a: &str) -> u16 {
+        c.get(self.url(host, "/r"))
+            .bearer_auth(part_a)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
     pub fn url(&self, host: &str, path: &str) -> String {
         format!("https://{host}:{}{path}", self.ports.https)
     }
