@@ -296,15 +296,16 @@ impl CertStore {
                 Ok(k) => {
                     s.key = k;
                     reloaded += 1;
-                    log::info!("reloaded certificate {}", s.cert_path.display());
                     crate::metrics::global().cert_reloads.with_label_values(&["ok"]).inc();
+                    log::info!("reloaded certificate {}", s.cert_path.display());
                 }
                 Err(e) => {
-                    log::error!("certificate reload failed, keeping the previous one: {e}");
+                    // Count first: tests (and humans) read the log line as "it happened".
                     crate::metrics::global()
                         .cert_reloads
                         .with_label_values(&["error"])
                         .inc();
+                    log::error!("certificate reload failed, keeping the previous one: {e}");
                 }
             }
         }
