@@ -87,7 +87,12 @@ fn redis_sentinel_follows_failover() {
     s.primary.cli(&["WAIT", "1", "2000"]).unwrap();
 
     let before = s.master_addr().unwrap();
-    assert!(s.sentinel_cli(&["SENTINEL", "FAILOVER", "mymaster"]).is_some());
+    // FAILOVER answers OK once sentinel has a promotable replica; retry until it does.
+    let accepted = eventually(Duration::from_secs(15), || {
+        s.sentinel_cli(&["SENTINEL", "FAILOVER", "mymaster"])
+            .is_some_and(|o| o.trim() == "OK")
+    });
+    assert!(accepted.is_some(), "sentinel refused to fail over");
     let moved = eventually(Duration::from_secs(20), || s.master_addr().is_some_and(|m| m != before));
     assert!(moved.is_some(), "sentinel did not fail over");
     let new_port = s.replica.port.to_string();
