@@ -135,7 +135,7 @@ impl Proxy {
         };
         let part_a = PartA::parse(part_a).map_err(|e| Refusal::Token(e.label()))?;
         ctx.token_id = Some(part_a.id);
-        if part_a.tenant_tag != token::tenant_tag(&tenant.id) {
+        if part_a.tenant_tag != tenant.tag {
             return Err(Refusal::Token(TokenError::WrongTenant.label()));
         }
         if self.anomaly.is_quarantined(tenant.index, &part_a.id) {
@@ -145,7 +145,8 @@ impl Proxy {
             Ok(Some(r)) => r,
             Ok(None) => return Err(Refusal::Token(TokenError::Unknown.label())),
             Err(StoreError::Unavailable(why)) | Err(StoreError::Embedded { reason: why, .. }) => {
-                log::warn!(
+                // The outage itself is logged once by the store (tracker); per request: debug.
+                log::debug!(
                     "tenant={} token_id={} fragment store unavailable: {why}",
                     tenant.id,
                     part_a.id

@@ -26,6 +26,8 @@ use crate::metrics::TenantMetrics;
 pub struct Tenant {
     pub index: usize,
     pub id: Arc<str>,
+    /// `token::tenant_tag(id)`, computed once: compared with every Part A.
+    pub tag: [u8; 4],
     /// Template cloned for every request in `upstream_peer`; swapped by `DnsRefresher` when
     /// the upstream's address changes.
     pub peer: ArcSwap<HttpPeer>,
@@ -135,6 +137,7 @@ impl TenantTable {
             let tenant = Tenant {
                 index,
                 id: c.id.clone(),
+                tag: crate::token::tenant_tag(&c.id),
                 peer: ArcSwap::from_pointee(peer),
                 upstream_host_port: (c.upstream.host.clone(), c.upstream.port),
                 upstream_host: HeaderValue::from_str(&c.upstream.authority)
