@@ -239,6 +239,32 @@ fn session_records_in_file_stream_and_api() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&rid));
+
+    // --follow prints records that arrive after it started.
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["sessions", "--tenant", "acme", "--follow", "--limit", "50"])
+        .env("TESSERA_ADMIN_URL", t.admin_url(""))
+        .env("TESSERA_ADMIN_TOKEN", &t.admin_token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = c.get(t.url(HOST, "/later")).bearer_auth(&a).send().unwrap();
+    let later_id = later.headers()["x-request-id"].to_str().unwrap().to_string();
+    let seen = eventually(Duration::from_secs(10), || rx.try_iter().any(|l| l.contains(&later_id)));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(seen.is_some(), "--follow did not print the new record");
 }
 
 #[test]
