@@ -235,17 +235,11 @@ impl ProxyHttp for Proxy {
             .tenant(self)
             .ok_or_else(|| Error::explain(InternalError, "upstream_request_filter without a tenant"))?;
         headers::strip_hop_by_hop(up);
-        let original_host = session
-            .req_header()
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                up.headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
+        // h2 carries :authority (one small copy); h1 reuses the Host value without copying.
+        let original_host: Option<HeaderValue> = match session.req_header().uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => up.headers.get(http::header::HOST).cloned(),
+        };
         up.insert_header(http::header::HOST, tenant.upstream_host.clone())?;
         if let Some(h) = original_host {
             up.insert_header("x-forwarded-host", h)?;
