@@ -264,6 +264,14 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Parse `250ms`, `5s`, `2m`, `1h`, `7d` or a bare number of seconds.
+///
+/// ```
+/// use std::time::Duration;
+/// use tessera::config::parse_duration;
+/// assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+/// assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
+/// assert_eq!(parse_duration("soon"), None);
+/// ```
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
