@@ -6,7 +6,8 @@
 //! Construction (see README "How a token is split"):
 //! 1. A fresh 256-bit data key DK encrypts the upstream token and its policy (header name,
 //!    scheme, expiry) with XChaCha20-Poly1305; AAD = version ‖ tenant ‖ token id.
-//! 2. DK is split 2-of-2 with Shamir over GF(256) (`blahaj`, the bias-fixed `sharks` fork).
+//! 2. DK is split 2-of-2 with Shamir over GF(256) (`blahaj`, the bias-fixed `sharks` fork);
+//!    recombination on the request path is a constant-time interpolation at x = 0 (`combine`).
 //!    Share x = 1 goes into Part A, x = 2 into the record. The x coordinates are constants here;
 //!    nothing a client sends can choose them.
 //! 3. The record (share B, the encrypted token, public metadata) is sealed again with
@@ -308,20 +309,49 @@ fn split_dk(dk: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
     (a, b)
 }
 
+/// GF(2^8) multiplication modulo x^8 + x^4 + x^3 + x^2 + 1 (0x11d, the field `blahaj` uses),
+/// without branches or table lookups on the operands: constant time in `a` and `b`.
+const fn gf_mul(mut a: u8, mut b: u8) -> u8 {
+    let mut p = 0u8;
+    let mut i = 0;
+    while i < 8 {
+        p ^= a & 0u8.wrapping_sub(b & 1);
+        let carry = 0u8.wrapping_sub(a >> 7);
+        a = (a << 1) ^ (0x1d & carry);
+        b >>= 1;
+        i += 1;
+    }
+    p
+}
+
+/// Multiplicative inverse (a^254); compile-time use only.
+const fn gf_inv(a: u8) -> u8 {
+    let mut r = 1u8;
+    let mut i = 0;
+    while i < 254 {
+        r = gf_mul(r, a);
+        i += 1;
+    }
+    r
+}
+
+/// Lagrange coefficients at x = 0 for the fixed points x = 1 (share A) and x = 2 (share B):
+/// L1 = 2 / (2 - 1), L2 = 1 / (1 - 2); subtraction is XOR in GF(2^8).
+const L1: u8 = gf_mul(SHARE_B_X, gf_inv(SHARE_B_X ^ SHARE_A_X));
+const L2: u8 = gf_mul(SHARE_A_X, gf_inv(SHARE_A_X ^ SHARE_B_X));
+
+/// Recombine DK from the two shares: Shamir interpolation at x = 0 for the fixed
+/// coordinates, in constant time. (`blahaj::Sharks::recover` computes the same value with
+/// log/exp tables indexed by secret bytes and allocates; on the request path we use this.
+/// `combine_matches_blahaj` checks both agree.)
 fn combine(share_a: &[u8; 32], share_b: &[u8]) -> Result<Zeroizing<[u8; 32]>, TokenError> {
-    let to_share = |x: u8, y: &[u8]| {
-        let mut bytes = Zeroizing::new(Vec::with_capacity(33));
-        bytes.push(x);
-        bytes.extend_from_slice(y);
-        blahaj::Share::try_from(&bytes[..]).map_err(|_| TokenError::Tampered)
-    };
-    let shares = [to_share(SHARE_A_X, share_a)?, to_share(SHARE_B_X, share_b)?];
-    let secret = Zeroizing::new(blahaj::Sharks(2).recover(&shares).map_err(|_| TokenError::Tampered)?);
-    if secret.len() != 32 {
+    if share_b.len() != 32 {
         return Err(TokenError::Tampered);
     }
     let mut dk = Zeroizing::new([0u8; 32]);
-    dk.copy_from_slice(&secret);
+    for ((d, &a), &b) in dk.iter_mut().zip(share_a.iter()).zip(share_b.iter()) {
+        *d = gf_mul(a, L1) ^ gf_mul(b, L2);
+    }
     Ok(dk)
 }
 

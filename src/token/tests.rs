@@ -266,3 +266,47 @@ fn shares_have_fixed_x_coordinates() {
     let swapped = combine(&b, &a[..]).unwrap();
     assert_ne!(*swapped, dk);
 }
+
+/// The constant-time `combine` must give exactly what blahaj's reference `recover` gives, for
+/// genuine share pairs and for arbitrary (tampered) ones.
+#[test]
+fn combine_matches_blahaj() {
+    let recover = |a: &[u8; 32], b: &[u8; 32]| {
+        let share = |x: u8, y: &[u8; 32]| {
+            let mut v = vec![x];
+            v.extend_from_slice(y);
+            blahaj::Share::try_from(&v[..]).unwrap()
+        };
+        blahaj::Sharks(2)
+            .recover(&[share(SHARE_A_X, a), share(SHARE_B_X, b)])
+            .unwrap()
+    };
+    for i in 0..2000u32 {
+        let mut dk = [0u8; 32];
+        fill_random(&mut dk);
+        let (a, b) = split_dk(&dk);
+        assert_eq!(*combine(&a, &b[..]).unwrap(), dk);
+        let mut rnd_a = [0u8; 32];
+        let mut rnd_b = [0u8; 32];
+        fill_random(&mut rnd_a);
+        fill_random(&mut rnd_b);
+        rnd_a[0] = i as u8; // cover every byte value in position 0
+        assert_eq!(combine(&rnd_a, &rnd_b[..]).unwrap().to_vec(), recover(&rnd_a, &rnd_b));
+    }
+    assert!(combine(&[0u8; 32], &[0u8; 31]).is_err());
+}
+
+#[test]
+fn gf_arithmetic_identities() {
+    // Every product against blahaj's table-based field, through recover's arithmetic:
+    // combine(a, 0) = a * L1, combine(0, b) = b * L2.
+    for v in 0..=255u8 {
+        let a = [v; 32];
+        let zero = [0u8; 32];
+        assert_eq!(combine(&a, &zero[..]).unwrap()[0], gf_mul(v, L1));
+        assert_eq!(gf_mul(v, 1), v);
+        if v != 0 {
+            assert_eq!(gf_mul(v, gf_inv(v)), 1);
+        }
+    }
+}
