@@ -65,6 +65,7 @@ pub enum Command {
     Sessions {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Tenant id (`tenants[].id` in the config).
         #[arg(long)]
         tenant: String,
         /// Only records of this token id.
@@ -73,6 +74,7 @@ pub enum Command {
         /// Only records at or after this time (RFC 3339 or Unix ms).
         #[arg(long)]
         since: Option<String>,
+        /// Most records to show (1-10000).
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Keep polling and print new records as they arrive.
@@ -130,6 +132,7 @@ pub struct AdminArgs {
 pub enum KeysCmd {
     /// Create a new keyring file with one key (mode 0600).
     Generate {
+        /// Keyring file to create.
         #[arg(long)]
         out: PathBuf,
         /// Overwrite an existing file (its keys are lost, and with them every record).
@@ -138,13 +141,16 @@ pub enum KeysCmd {
     },
     /// Add a new active key at the top of a keyring file; older keys stay readable.
     Add {
+        /// Keyring file.
         #[arg(long)]
         file: PathBuf,
     },
     /// Remove a key that no record uses any more (check with `tessera keys status`).
     Retire {
+        /// Keyring file.
         #[arg(long)]
         file: PathBuf,
+        /// Key id to remove.
         #[arg(long)]
         kid: String,
     },
@@ -167,8 +173,10 @@ pub enum TokenCmd {
     Mint {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Tenant id (`tenants[].id` in the config).
         #[arg(long)]
         tenant: String,
+        /// Free-text label shown in listings (e.g. the integration's name).
         #[arg(long, default_value = "")]
         label: String,
         /// RFC 3339 expiry, e.g. 2027-01-31T00:00:00Z.
@@ -188,6 +196,7 @@ pub enum TokenCmd {
     List {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Tenant id (`tenants[].id` in the config).
         #[arg(long)]
         tenant: String,
     },
@@ -195,8 +204,10 @@ pub enum TokenCmd {
     Revoke {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Tenant id (`tenants[].id` in the config).
         #[arg(long)]
         tenant: String,
+        /// Token id (32 hex characters, from `mint` or `list`).
         #[arg(long)]
         id: String,
     },
@@ -205,10 +216,13 @@ pub enum TokenCmd {
     Rotate {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Tenant id (`tenants[].id` in the config).
         #[arg(long)]
         tenant: String,
+        /// Token id (32 hex characters, from `mint` or `list`).
         #[arg(long)]
         id: String,
+        /// Read the current Part A from this file instead of stdin.
         #[arg(long)]
         part_a_file: Option<PathBuf>,
     },
@@ -216,8 +230,10 @@ pub enum TokenCmd {
     Unblock {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Tenant id (`tenants[].id` in the config).
         #[arg(long)]
         tenant: String,
+        /// Token id (32 hex characters, from `mint` or `list`).
         #[arg(long)]
         id: String,
     },
