@@ -129,14 +129,7 @@ impl Redis {
 
     /// Run `redis-cli` against this server, as a security team would.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        redis_cli(self.port, &[], args)
     }
 }
 
@@ -220,15 +213,21 @@ impl RedisCluster {
 
     /// `redis-cli -c` (follows MOVED redirects) against the first node.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-c", "-h", "127.0.0.1", "-p", &self.nodes[0].port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        redis_cli(self.nodes[0].port, &["-c"], args)
     }
+}
+
+/// `redis-cli [flags] -h 127.0.0.1 -p <port> <args>`; stdout if it exited 0.
+pub fn redis_cli(port: u16, flags: &[&str], args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(flags)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A primary, one replica and one sentinel watching them as `mymaster`.
@@ -288,14 +287,7 @@ impl RedisSentinel {
     }
 
     pub fn sentinel_cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.sentinel_port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        redis_cli(self.sentinel_port, &[], args)
     }
 
     pub fn master_addr(&self) -> Option<String> {
