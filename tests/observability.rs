@@ -338,12 +338,8 @@ fn metrics_parse_and_carry_no_identifiers() {
         child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         let msg = String::from_utf8_lossy(&out.stderr);
-        // promtool exits 3 for lint warnings (e.g. naming advice) and 1 for parse errors.
-        assert!(
-            out.status.code() != Some(1) || !msg.contains("error while linting"),
-            "promtool: {msg}"
-        );
-        assert!(!msg.contains("text format parsing error"), "promtool: {msg}");
+        // promtool exits 0 when clean, 3 for lint advice (e.g. naming), 1 when it cannot parse.
+        assert_ne!(out.status.code(), Some(1), "promtool could not parse /metrics: {msg}");
     }
 }
 

@@ -298,12 +298,10 @@ fn combine_matches_blahaj() {
 
 #[test]
 fn gf_arithmetic_identities() {
-    // Every product against blahaj's table-based field, through recover's arithmetic:
-    // combine(a, 0) = a * L1, combine(0, b) = b * L2.
+    // Known answers in GF(2^8) mod 0x11d: a product without and one with reduction.
+    assert_eq!(gf_mul(3, 7), 9);
+    assert_eq!(gf_mul(0x80, 2), 0x1d);
     for v in 0..=255u8 {
-        let a = [v; 32];
-        let zero = [0u8; 32];
-        assert_eq!(combine(&a, &zero[..]).unwrap()[0], gf_mul(v, L1));
         assert_eq!(gf_mul(v, 1), v);
         if v != 0 {
             assert_eq!(gf_mul(v, gf_inv(v)), 1);
