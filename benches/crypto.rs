@@ -12,7 +12,7 @@
 //!   `Authorization` header and having the credential: parse, tenant-tag check,
 //!   embedded-store `get`, reconstruct. Target: < 5 µs.
 //! - `mint`: admin path (fresh DK, Shamir split, two AEAD seals), for reference.
-//! - `tenant_lookup/*`: `tenants::normalize_host` on a lower-case host (borrows, no
+//! - `tenant_lookup/*`: `host::normalize_host` on a lower-case host (borrows, no
 //!   allocation) vs a mixed-case one (allocates the lower-cased copy).
 //!
 //! The anomaly quarantine check and the keyring `ArcSwap` load that `authenticate` also does
@@ -26,7 +26,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use tessera::fragments::{EmbeddedStore, FragmentStore};
-use tessera::tenants::normalize_host;
+use tessera::host::normalize_host;
 use tessera::token::{self, Keyring, PartA, TokenMeta};
 
 const TENANT: &str = "acme";

@@ -11,22 +11,6 @@ fn durations() {
 }
 
 #[test]
-fn host_patterns() {
-    assert_eq!(
-        parse_host_pattern("Saas.Acme.Example."),
-        Ok(HostPattern::Exact("saas.acme.example".into()))
-    );
-    assert_eq!(
-        parse_host_pattern("*.acme.example"),
-        Ok(HostPattern::Wildcard("acme.example".into()))
-    );
-    assert!(parse_host_pattern("*.com").is_err());
-    assert!(parse_host_pattern("a.*.example").is_err());
-    assert!(parse_host_pattern("bad host").is_err());
-    assert!(parse_host_pattern("-x.example").is_err());
-}
-
-#[test]
 fn redis_url_errors_hide_passwords() {
     assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://***@h:1/0");
     let yaml = "listen: { https: \"127.0.0.1:1\" }\nstore: { kind: redis, url: \"ftp://u:hunter2@h\" }\ntenants: []\n";

@@ -1,16 +1,14 @@
 //! Downstream TLS: certificate per SNI name, captured SNI, hot reload.
 //!
 //! Runs during the TLS handshake, before any HTTP: `SniResolver::resolve` picks the
-//! certificate (a map lookup, certs are already parsed), and `HandshakeHook` records the SNI
-//! name and its tenant in the connection's TLS digest, where `request_filter` reads it.
+//! certificate (a map lookup, certs are already parsed). The proxy's handshake hook
+//! (`proxy::handshake`) then records the SNI name and its tenant for `request_filter`.
 //! `CertReloader` is a background service polling the files every `tls.reload_interval`.
 //!
 //! Pingora 0.9 with rustls never calls `certificate_callback`, so the resolver is installed with
 //! `TlsSettings::set_cert_resolver`, and SNI is not in the digest unless captured in
 //! `handshake_complete_callback`. Both were checked against pingora-core 0.9.1.
 
-use std::any::Any;
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,8 +16,6 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::listeners::TlsAccept;
-use pingora::protocols::tls::TlsRef;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::tls::sign::CertifiedKey;
@@ -27,8 +23,7 @@ use pingora::tls::{ClientHello, ResolvesServerCert};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::config::HostPattern;
-use crate::tenants::TenantTable;
+use crate::host::{HostMap, HostPattern};
 
 /// Why a certificate pair was refused.
 #[derive(Debug, thiserror::Error)]
@@ -168,11 +163,10 @@ pub fn load_ca_ders(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(certs.into_iter().map(|c| c.to_vec()).collect())
 }
 
-/// Hostname → certificate maps, rebuilt whole on every reload and swapped atomically.
+/// Hostname → certificate map, rebuilt whole on every reload and swapped atomically.
 #[derive(Default)]
 struct CertTable {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    names: HostMap<Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
 }
 
@@ -184,21 +178,10 @@ impl CertTable {
         };
         for s in sources {
             for h in &s.hostnames {
-                match h {
-                    HostPattern::Exact(n) => t.exact.insert(n.clone(), s.key.clone()),
-                    HostPattern::Wildcard(n) => t.wildcard.insert(n.clone(), s.key.clone()),
-                };
+                t.names.insert(h, s.key.clone());
             }
         }
         t
-    }
-
-    fn lookup(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        if let Some(k) = self.exact.get(name) {
-            return Some(k.clone());
-        }
-        let parent = name.split_once('.').map(|(_, p)| p)?;
-        self.wildcard.get(parent).cloned()
     }
 }
 
@@ -218,35 +201,9 @@ impl ResolvesServerCert for SniResolver {
         let table = self.table.load();
         match hello.server_name() {
             // rustls hands over SNI already lower-cased (DnsName normalises it).
-            Some(name) => table.lookup(name).or_else(|| table.default.clone()),
+            Some(name) => table.names.get(name).or(table.default.as_ref()).cloned(),
             None => table.default.clone(),
         }
-    }
-}
-
-/// What the handshake leaves in the TLS digest for the HTTP layer.
-#[derive(Debug)]
-pub struct SniInfo {
-    /// Tenant index for the SNI name, if any tenant serves it.
-    pub tenant: Option<usize>,
-    /// Whether the client sent SNI at all.
-    pub had_sni: bool,
-}
-
-/// Captures SNI after the handshake and resolves it to a tenant once per connection.
-pub struct HandshakeHook {
-    pub tenants: Arc<TenantTable>,
-}
-
-#[async_trait]
-impl TlsAccept for HandshakeHook {
-    async fn handshake_complete_callback(&self, ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
-        let name = ssl.server_name();
-        let info = SniInfo {
-            tenant: name.and_then(|n| self.tenants.lookup(n)),
-            had_sni: name.is_some(),
-        };
-        Some(Arc::new(info))
     }
 }
 
