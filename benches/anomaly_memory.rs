@@ -104,7 +104,7 @@ fn child(cap: Option<usize>, ids: u64) -> Result<(), Box<dyn Error>> {
     std::fs::write(&path, &yaml)?;
     let cfg = Config::from_yaml(&yaml, &path)?;
     let configured = cfg.tenants[0].anomaly.max_tracked_tokens;
-    let table = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream)?);
+    let table = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream, &cfg.strip_headers)?);
     let tenant = table.get(0).ok_or("no tenant")?;
     let detector = Detector::new(table.clone());
     detector.sweep();

@@ -22,10 +22,10 @@ use crate::config::{Config, KeysConf, StoreConf};
 use crate::fragments::redis::RedisStore;
 use crate::fragments::{EmbeddedStore, FragmentStore, StoreError};
 use crate::metrics::{self, MetricsApp};
-use crate::proxy::Proxy;
+use crate::proxy::{HandshakeHook, Proxy};
 use crate::session_log::{self, SessionStore};
 use crate::tenants::{TenantError, TenantTable};
-use crate::tls::{CertStore, HandshakeHook};
+use crate::tls::CertStore;
 use crate::token::{Keyring, KeyringError};
 
 /// Why the server could not start.
@@ -120,7 +120,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     pingora::tls::install_default_crypto_provider();
     metrics::global().set_tenant_label_cap(cfg.metrics.tenant_label_cap);
     let keyring = Arc::new(ArcSwap::from_pointee(load_keyring(&cfg.keys)?));
-    let tenants = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream)?);
+    let tenants = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream, &cfg.strip_headers)?);
 
     let mut conf = ServerConf {
         threads: cfg.threads,

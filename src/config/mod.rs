@@ -5,6 +5,7 @@
 //! reported at once. Relative paths are relative to the working directory Tessera is started
 //! from (the README's commands run from the repository root).
 
+mod headers;
 pub mod raw;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Uri};
 
+use crate::host::HostPattern;
 use crate::tls::CertSource;
 use raw::{RawAnomaly, RawConfig, RawStore, RawTenant};
 
@@ -66,6 +68,8 @@ pub struct Config {
     pub admin_tokens: Vec<AdminToken>,
     pub session_log: SessionLogConf,
     pub metrics: MetricsConf,
+    /// Removed from every client request, besides the tenant header names of all tenants.
+    pub strip_headers: Vec<HeaderName>,
     pub tenants: Vec<TenantConf>,
 }
 
@@ -212,23 +216,6 @@ pub enum AuthMode {
     /// No token handling: route and inject headers only, the client's `Authorization` is
     /// removed. For benchmarking and for upstreams without credentials.
     None,
-}
-
-/// A hostname a tenant answers on.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HostPattern {
-    Exact(String),
-    /// `*.acme.example` is stored as `acme.example` and matches exactly one more label.
-    Wildcard(String),
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostPattern::Exact(h) => f.write_str(h),
-            HostPattern::Wildcard(h) => write!(f, "*.{h}"),
-        }
-    }
 }
 
 /// Where a tenant's requests go.
@@ -614,6 +601,8 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             tenants.push(tc);
         }
     }
+    headers::across_tenants(&tenants, c);
+    let strip_headers = headers::strip_headers(raw.strip_headers.as_deref(), c);
     if tenants.is_empty() && c.problems.is_empty() {
         c.bad(
             "tenants",
@@ -634,6 +623,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         admin_tokens,
         session_log,
         metrics,
+        strip_headers,
         tenants,
     })
 }
@@ -712,35 +702,6 @@ fn valid_tenant_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-/// Validate a hostname pattern; returns it lower-cased.
-pub fn parse_host_pattern(h: &str) -> Result<HostPattern, String> {
-    let lower = h.trim_end_matches('.').to_ascii_lowercase();
-    let (wild, name) = match lower.strip_prefix("*.") {
-        Some(rest) => (true, rest.to_string()),
-        None => (false, lower),
-    };
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
-        return Err(format!("{h:?} is not a DNS hostname; use e.g. \"saas.acme.example\" or \"*.acme.example\" (one wildcard label, leftmost)"));
-    }
-    if wild && !name.contains('.') {
-        return Err(format!(
-            "{h:?} wildcards a top-level domain; use a wildcard under a registered domain, e.g. \"*.acme.example\""
-        ));
-    }
-    Ok(if wild {
-        HostPattern::Wildcard(name)
-    } else {
-        HostPattern::Exact(name)
-    })
-}
-
 fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
     let uri: Uri = url.parse().map_err(|_| {
         format!("{url:?} is not a URL; write e.g. \"https://api.saas.example\" or \"http://127.0.0.1:8080\"")
@@ -793,7 +754,7 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
     }
     let mut hostnames = Vec::new();
     for (j, h) in t.hostnames.iter().enumerate() {
-        match parse_host_pattern(h) {
+        match HostPattern::parse(h) {
             Ok(p) => hostnames.push(p),
             Err(m) => c.bad(format!("{key}.hostnames[{j}]"), m),
         }
@@ -828,44 +789,8 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
             "set, but the upstream is http://; use https:// or drop upstream_ca",
         );
     }
-    let header_name = t.tenant_header.as_deref().unwrap_or("X-Tenant-Id");
-    let tenant_header = match HeaderName::from_bytes(header_name.as_bytes()) {
-        Ok(h) => h,
-        Err(_) => {
-            c.bad(
-                format!("{key}.tenant_header"),
-                format!("{header_name:?} is not a valid header name"),
-            );
-            HeaderName::from_static("x-tenant-id")
-        }
-    };
-    if matches!(
-        tenant_header.as_str(),
-        "authorization" | "host" | "connection" | "content-length" | "transfer-encoding"
-    ) {
-        c.bad(
-            format!("{key}.tenant_header"),
-            format!("{header_name:?} is reserved; pick a custom name such as X-Tenant-Id"),
-        );
-    }
-    let mut headers = Vec::new();
-    for (name, value) in &t.headers {
-        let k = format!("{key}.headers.{name}");
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            (Ok(n), Ok(v)) => {
-                if matches!(
-                    n.as_str(),
-                    "authorization" | "host" | "connection" | "content-length" | "transfer-encoding" | "te" | "upgrade"
-                ) {
-                    c.bad(k, format!("{name:?} is managed by Tessera and cannot be set here"));
-                } else {
-                    headers.push((n, v));
-                }
-            }
-            (Err(_), _) => c.bad(k, format!("{name:?} is not a valid header name")),
-            (_, Err(_)) => c.bad(k, format!("{value:?} is not a valid header value (visible ASCII only)")),
-        }
-    }
+    let tenant_header = headers::tenant_header(&format!("{key}.tenant_header"), t.tenant_header.as_deref(), c);
+    let headers = headers::extra_headers(&format!("{key}.headers"), &t.headers, c);
     let auth = match t.auth.as_deref() {
         None | Some("split_token") => AuthMode::SplitToken,
         Some("none") => AuthMode::None,

@@ -29,6 +29,9 @@ pub struct RawConfig {
     pub anomaly: RawAnomaly,
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// Header names removed from every client request (default: Forwarded, X-Real-IP, …).
+    #[serde(default)]
+    pub strip_headers: Option<Vec<String>>,
     pub tenants: Vec<RawTenant>,
 }
 

@@ -19,7 +19,7 @@ use prometheus::{
 };
 
 /// Token verification outcomes, in label order.
-pub const VERIFY_RESULTS: [&str; 10] = [
+pub const VERIFY_RESULTS: [&str; 11] = [
     "ok",
     "missing",
     "malformed",
@@ -30,6 +30,7 @@ pub const VERIFY_RESULTS: [&str; 10] = [
     "wrong_tenant",
     "store_unavailable",
     "quarantined",
+    "header_conflict",
 ];
 
 /// Anomaly kinds, in label order (see `anomaly`).

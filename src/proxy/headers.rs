@@ -1,4 +1,5 @@
-//! Header helpers for `request_filter` and `upstream_request_filter`.
+//! Header helpers for `request_filter` (checks before routing) and `upstream_request_filter`
+//! (what is stripped and set on the way upstream).
 
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -9,6 +10,8 @@ use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use zeroize::Zeroizing;
 
+use super::respond::BadRequest;
+use crate::reserved::reserved;
 use crate::token::Credential;
 
 /// The Part A in `Authorization: Bearer <Part A>` (scheme case-insensitive, RFC 6750 §2.1).
@@ -22,8 +25,11 @@ pub fn bearer(v: &[u8]) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
+/// Longest client `X-Request-Id` accepted (a UUID is 36; a Part A, 82, never fits).
+const MAX_REQUEST_ID: usize = 64;
+
 fn valid_request_id(v: &[u8]) -> bool {
-    (1..=128).contains(&v.len())
+    (1..=MAX_REQUEST_ID).contains(&v.len())
         && v.iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
@@ -33,7 +39,7 @@ thread_local! {
     static RID_COUNTER: Cell<u64> = const { Cell::new(0) };
 }
 
-/// The client's `X-Request-Id` if it is 1-128 characters of `[A-Za-z0-9._:-]`, else a new id:
+/// The client's `X-Request-Id` if it is 1-64 characters of `[A-Za-z0-9._:-]`, else a new id:
 /// a random per-thread prefix and a counter (unique without a syscall per request).
 pub fn request_id(req: &RequestHeader) -> HeaderValue {
     if let Some(v) = req.headers.get("x-request-id") {
@@ -74,6 +80,77 @@ fn connection_listed(headers: &http::HeaderMap) -> Vec<String> {
                 )
         })
         .collect()
+}
+
+/// Parse one `Content-Length` field value: digits only, possibly a comma-separated list of
+/// equal values (RFC 9110 §8.6). `None` if malformed or the list disagrees.
+fn content_length_value(v: &[u8], seen: &mut Option<u64>) -> Option<()> {
+    for part in v.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        match seen {
+            Some(prev) if *prev != n => return None,
+            _ => *seen = Some(n),
+        }
+    }
+    Some(())
+}
+
+/// `Content-Length: 5, 5`, `005` or two equal header lines become one canonical `5` before the
+/// request goes anywhere, so the upstream frames the body exactly as Tessera did. Values that
+/// disagree or are not numbers are refused. The common case (one canonical value) does not
+/// allocate.
+pub fn normalize_content_length(req: &mut RequestHeader) -> Result<(), BadRequest> {
+    let mut values = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return Ok(());
+    };
+    let canonical =
+        |v: &[u8]| (1..=19).contains(&v.len()) && v.iter().all(u8::is_ascii_digit) && (v == b"0" || v[0] != b'0');
+    if values.next().is_none() && canonical(first.as_bytes()) {
+        return Ok(());
+    }
+    let mut seen = None;
+    for v in req.headers.get_all(http::header::CONTENT_LENGTH) {
+        content_length_value(v.as_bytes(), &mut seen).ok_or(BadRequest::ContentLength)?;
+    }
+    let n = seen.ok_or(BadRequest::ContentLength)?;
+    req.insert_header(http::header::CONTENT_LENGTH, n)
+        .map_err(|_| BadRequest::ContentLength)
+}
+
+/// Connection options that name no header (RFC 9110 §7.6.1) or that Pingora handles itself.
+fn connection_option(token: &str) -> bool {
+    ["close", "keep-alive", "upgrade", "te"]
+        .iter()
+        .any(|o| token.eq_ignore_ascii_case(o))
+}
+
+/// A client may list hop-by-hop headers in `Connection`, which would make a proxy drop them.
+/// Listing one Tessera manages (`Authorization`, `Host`, a framing header, `X-Forwarded-*`,
+/// `X-Request-Id`, a tenant header or a `strip_headers` entry) is refused: it is either a
+/// mistake or an attempt to make a proxy drop the credential or the tenant header.
+pub fn check_connection(headers: &http::HeaderMap, stripped: &[HeaderName]) -> Result<(), BadRequest> {
+    for v in headers.get_all(http::header::CONNECTION) {
+        let Ok(v) = v.to_str() else {
+            return Err(BadRequest::ConnectionListsManaged);
+        };
+        for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if connection_option(token) {
+                continue;
+            }
+            let Ok(name) = HeaderName::from_bytes(token.as_bytes()) else {
+                continue;
+            };
+            if name == http::header::AUTHORIZATION || reserved(&name).is_some() || stripped.contains(&name) {
+                return Err(BadRequest::ConnectionListsManaged);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and proxy credentials are not forwarded, nor any header
@@ -169,6 +246,78 @@ mod tests {
         assert_eq!(request_id(&req), "abc-123");
         req.insert_header("x-request-id", "bad value!").unwrap();
         assert_ne!(request_id(&req), "bad value!");
+        let long = "a".repeat(65);
+        req.insert_header("x-request-id", long.as_str()).unwrap();
+        assert_ne!(request_id(&req), long.as_str());
+        req.insert_header("x-request-id", "a".repeat(64).as_str()).unwrap();
+        assert_eq!(request_id(&req), "a".repeat(64).as_str());
+    }
+
+    fn with_cl(values: &[&str]) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/", None).unwrap();
+        for v in values {
+            req.append_header("content-length", *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn content_length_is_normalised() {
+        for (given, want) in [
+            (&["5"][..], "5"),
+            (&["0"][..], "0"),
+            (&["005"][..], "5"),
+            (&["5, 5"][..], "5"),
+            (&["5", "5"][..], "5"),
+            (&[" 7 "][..], "7"),
+        ] {
+            let mut req = with_cl(given);
+            normalize_content_length(&mut req).unwrap();
+            let all: Vec<_> = req.headers.get_all("content-length").iter().collect();
+            assert_eq!(all, [want], "{given:?}");
+        }
+        for bad in [
+            &["5, 6"][..],
+            &["5", "6"][..],
+            &["-1"][..],
+            &["0x5"][..],
+            &[""][..],
+            &["5,"][..],
+            &["99999999999999999999"][..],
+        ] {
+            let mut req = with_cl(bad);
+            assert_eq!(
+                normalize_content_length(&mut req),
+                Err(BadRequest::ContentLength),
+                "{bad:?}"
+            );
+        }
+        let mut none = RequestHeader::build("GET", b"/", None).unwrap();
+        assert_eq!(normalize_content_length(&mut none), Ok(()));
+    }
+
+    #[test]
+    fn connection_may_not_list_managed_headers() {
+        let stripped = [HeaderName::from_static("x-tenant-id")];
+        let check = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("connection", HeaderValue::from_str(v).unwrap());
+            check_connection(&h, &stripped)
+        };
+        for ok in ["keep-alive", "close", "Upgrade", "TE", "keep-alive, x-custom-hop"] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "authorization",
+            "Keep-Alive, Authorization",
+            "x-tenant-id",
+            "host",
+            "x-forwarded-for",
+            "content-length",
+            "x-request-id",
+        ] {
+            assert_eq!(check(bad), Err(BadRequest::ConnectionListsManaged), "{bad}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The `ProxyHttp` implementation: one function per Pingora phase.
 //!
 //! ```text
-//! TLS handshake ─ tls::SniResolver picks the cert; tls::HandshakeHook stores SniInfo{tenant}
+//! TLS handshake ─ tls::SniResolver picks the cert; handshake::HandshakeHook stores SniInfo{tenant}
 //!      │
 //! request_filter ─ route: tenant from SNI, Host must match (421) ─ no tenant: 404
 //!      │           auth:  Part A parsed offline → quarantine check → Part B from the store
@@ -17,6 +17,7 @@
 //! logging ─ metrics, anomaly detection, session record (try_send, never awaits)
 //! ```
 
+mod handshake;
 mod headers;
 mod respond;
 
@@ -27,7 +28,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -38,11 +39,11 @@ use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
 use crate::session_log::{SessionLogger, SessionRecord};
 use crate::tenants::{Tenant, TenantTable};
-use crate::tls::SniInfo;
-use crate::token::{self, Credential, Keyring, PartA, TokenError, TokenId};
+use crate::token::{self, Keyring, PartA, TokenError, TokenId};
 
+pub use handshake::{HandshakeHook, SniInfo};
 pub use headers::bearer as bearer_value;
-pub use respond::Refusal;
+pub use respond::{BadRequest, Refusal};
 
 /// Everything the proxy phases share, built once at start-up.
 pub struct Proxy {
@@ -60,7 +61,9 @@ pub struct Proxy {
 pub struct Ctx {
     started: Instant,
     tenant: Option<usize>,
-    credential: Option<Credential>,
+    /// The credential header, built in `request_filter`; its value owns the only copy of the
+    /// token (wiped on drop) and is marked sensitive.
+    credential: Option<(HeaderName, HeaderValue)>,
     token_id: Option<TokenId>,
     /// Verification outcome label (see `metrics::VERIFY_RESULTS`), if a token was checked.
     verify: Option<&'static str>,
@@ -101,7 +104,7 @@ impl Proxy {
             .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
         let Some(host) = host.filter(|h| !h.is_empty()) else {
             metrics::global().bad_requests.with_label_values(&["no_host"]).inc();
-            return Err(Refusal::NoHost);
+            return Err(Refusal::BadRequest(BadRequest::NoHost));
         };
         let host_tenant = self.tenants.lookup(host);
         match sni {
@@ -127,8 +130,15 @@ impl Proxy {
         }
     }
 
-    /// Verify Part A and reconstruct the credential.
-    async fn authenticate(&self, session: &Session, tenant: &Tenant, ctx: &mut Ctx) -> Result<Credential, Refusal> {
+    /// Verify Part A, reconstruct the credential and turn it into the header to send. A stored
+    /// header name that collides with one Tessera sets or strips is refused here, whatever the
+    /// record says (records minted before a config change included).
+    async fn authenticate(
+        &self,
+        session: &Session,
+        tenant: &Tenant,
+        ctx: &mut Ctx,
+    ) -> Result<(HeaderName, HeaderValue), Refusal> {
         let auth = session.req_header().headers.get(http::header::AUTHORIZATION);
         let Some(part_a) = auth.and_then(|v| headers::bearer(v.as_bytes())) else {
             return Err(Refusal::Token("missing"));
@@ -155,7 +165,18 @@ impl Proxy {
             }
         };
         let keyring = self.keyring.load();
-        token::reconstruct(&keyring, &tenant.id, &part_a, &record, unix_now()).map_err(|e| Refusal::Token(e.label()))
+        let cred = token::reconstruct(&keyring, &tenant.id, &part_a, &record, unix_now())
+            .map_err(|e| Refusal::Token(e.label()))?;
+        let (name, value) = headers::credential_header(cred).map_err(|_| Refusal::Token("tampered"))?;
+        if let Some(why) = self.tenants.credential_conflict(tenant, &name) {
+            log::warn!(
+                "tenant={} token_id={} refused: its credential header {name} is {why}",
+                tenant.id,
+                part_a.id
+            );
+            return Err(Refusal::Token("header_conflict"));
+        }
+        Ok((name, value))
     }
 }
 
@@ -183,7 +204,7 @@ impl ProxyHttp for Proxy {
     /// here; `Ok(false)` = continue to the upstream with `ctx` filled in.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = Some(headers::request_id(session.req_header()));
-        let outcome = match self.route(session, ctx) {
+        let outcome = match self.check_headers(session).and_then(|()| self.route(session, ctx)) {
             Ok(t) => {
                 ctx.tenant = Some(t);
                 match self.tenants.get(t) {
@@ -235,6 +256,17 @@ impl ProxyHttp for Proxy {
             .tenant(self)
             .ok_or_else(|| Error::explain(InternalError, "upstream_request_filter without a tenant"))?;
         headers::strip_hop_by_hop(up);
+        // Client copies of every tenant header (all tenants') and of `strip_headers` go first.
+        for name in self.tenants.stripped_headers() {
+            up.remove_header(name);
+        }
+        up.remove_header(&http::header::AUTHORIZATION);
+        // The credential next, then Tessera's own headers: even a record whose header name
+        // slipped past validation cannot override them (its name was checked in
+        // `authenticate` as well).
+        if let Some((name, value)) = ctx.credential.take() {
+            up.insert_header(name, value)?;
+        }
         // h2 carries :authority (one small copy); h1 reuses the Host value without copying.
         let original_host: Option<HeaderValue> = match session.req_header().uri.authority() {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -251,16 +283,11 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
         }
-        // The tenant header: any client-sent copy is replaced, so a client never picks a tenant.
-        up.insert_header(&tenant.tenant_header, tenant.tenant_value.clone())?;
         for (n, v) in &tenant.headers {
             up.insert_header(n, v.clone())?;
         }
-        up.remove_header(&http::header::AUTHORIZATION);
-        if let Some(cred) = ctx.credential.take() {
-            let (name, value) = headers::credential_header(cred)?;
-            up.insert_header(name, value)?;
-        }
+        // The tenant header last: a client never picks its tenant.
+        up.insert_header(&tenant.tenant_header, tenant.tenant_value.clone())?;
         Ok(())
     }
 
@@ -310,23 +337,17 @@ impl ProxyHttp for Proxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         // A credential still in ctx (error before upstream_request_filter) is wiped here.
         ctx.credential = None;
-        let code = respond::error_status(e);
-        if code > 0 {
-            let refusal = if code == 504 {
-                Refusal::UpstreamTimeout
-            } else {
-                Refusal::Upstream(code)
-            };
+        let refusal = Refusal::for_error(e);
+        if let Some(r) = refusal {
+            ctx.refusal = Some(r);
             if let Some(t) = ctx.tenant(self) {
                 log::warn!("tenant={} upstream={} request failed: {e}", t.id, t.upstream_url);
             }
-            if respond::refuse(session, refusal, ctx.request_id.as_ref())
-                .await
-                .is_err()
-            {
+            if respond::refuse(session, r, ctx.request_id.as_ref()).await.is_err() {
                 log::debug!("could not send error response");
             }
         }
+        let code = refusal.map_or(0, |r| r.status());
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
@@ -385,9 +406,26 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
+    /// Header checks before routing: `Content-Length` normalised to one value (or refused),
+    /// and `Connection` may not list a header Tessera manages.
+    fn check_headers(&self, session: &mut Session) -> Result<(), Refusal> {
+        let req = session.req_header_mut();
+        let res = headers::normalize_content_length(req)
+            .and_then(|()| headers::check_connection(&req.headers, self.tenants.stripped_headers()));
+        if let Err(bad) = res {
+            let label = Refusal::BadRequest(bad).label();
+            metrics::global().bad_requests.with_label_values(&[label]).inc();
+            return Err(Refusal::BadRequest(bad));
+        }
+        Ok(())
+    }
+
     fn check_duration(&self, ctx: &Ctx) -> Result<()> {
         if ctx.started.elapsed() > self.max_request {
-            return Error::e_explain(HTTPStatus(504), "request exceeded upstream.max_request_duration");
+            return Error::e_explain(
+                ErrorType::Custom(respond::DURATION_EXCEEDED),
+                "request exceeded upstream.max_request_duration",
+            );
         }
         Ok(())
     }

@@ -1,12 +1,11 @@
 //! Tenants and the hostname → tenant table.
 //!
 //! Built once at start-up from the config. Looked up twice per connection/request: at the TLS
-//! handshake (SNI → tenant, see `tls::HandshakeHook`) and in `request_filter` (Host or
+//! handshake (SNI → tenant, see `proxy::HandshakeHook`) and in `request_filter` (Host or
 //! `:authority` → tenant, which must be the same tenant, else 421). Lookups are a hash probe
 //! for the exact name and one for the parent domain (single-label wildcards): O(1) in the
 //! number of tenants, and allocation-free for lower-case names.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -19,7 +18,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{AnomalyConf, AuthMode, HostPattern, TenantConf, UpstreamTimeouts};
+use crate::config::{AnomalyConf, AuthMode, TenantConf, UpstreamTimeouts};
+use crate::host::HostMap;
 use crate::metrics::TenantMetrics;
 
 /// One tenant with everything the request path needs, prepared at load time.
@@ -47,8 +47,10 @@ pub struct Tenant {
 /// All tenants and their hostnames.
 pub struct TenantTable {
     tenants: Vec<Tenant>,
-    exact: HashMap<String, usize>,
-    wildcard: HashMap<String, usize>,
+    hosts: HostMap<usize>,
+    /// Removed from every request before Tessera sets its own headers: the tenant header
+    /// names of all tenants and `strip_headers`.
+    strip: Vec<HeaderName>,
     by_id: HashMap<Arc<str>, usize>,
 }
 
@@ -83,29 +85,24 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| "no address".to_string())
 }
 
-/// Lower-case `host`, strip a `:port` and a trailing dot. Borrows when nothing changes.
-pub fn normalize_host(host: &str) -> Cow<'_, str> {
-    let host = if host.starts_with('[') {
-        // IPv6 literal: keep up to the closing bracket.
-        host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1])
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
-    }
-}
-
 impl TenantTable {
-    /// Prepare every tenant: peers, header values, metric handles.
-    pub fn build(confs: &[TenantConf], timeouts: &UpstreamTimeouts) -> Result<TenantTable, TenantError> {
+    /// Prepare every tenant: peers, header values, metric handles, and the list of header
+    /// names stripped from client requests (`strip_headers` plus every tenant header name).
+    pub fn build(
+        confs: &[TenantConf],
+        timeouts: &UpstreamTimeouts,
+        strip_headers: &[HeaderName],
+    ) -> Result<TenantTable, TenantError> {
+        let mut strip: Vec<HeaderName> = strip_headers.to_vec();
+        for c in confs {
+            if !strip.contains(&c.tenant_header) {
+                strip.push(c.tenant_header.clone());
+            }
+        }
         let mut t = TenantTable {
             tenants: Vec::with_capacity(confs.len()),
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            hosts: HostMap::default(),
+            strip,
             by_id: HashMap::new(),
         };
         for (index, c) in confs.iter().enumerate() {
@@ -151,10 +148,7 @@ impl TenantTable {
                 metrics: crate::metrics::global().tenant(&c.id),
             };
             for h in &c.hostnames {
-                match h {
-                    HostPattern::Exact(n) => t.exact.insert(n.clone(), index),
-                    HostPattern::Wildcard(n) => t.wildcard.insert(n.clone(), index),
-                };
+                t.hosts.insert(h, index);
             }
             t.by_id.insert(c.id.clone(), index);
             t.tenants.push(tenant);
@@ -164,12 +158,29 @@ impl TenantTable {
 
     /// Tenant index serving `host` (any case, optional port).
     pub fn lookup(&self, host: &str) -> Option<usize> {
-        let host = normalize_host(host);
-        if let Some(&i) = self.exact.get(host.as_ref()) {
-            return Some(i);
+        self.hosts.lookup(host).copied()
+    }
+
+    /// Header names removed from every client request (see `build`).
+    pub fn stripped_headers(&self) -> &[HeaderName] {
+        &self.strip
+    }
+
+    /// Why `name` cannot carry `tenant`'s credential, if it cannot: a name Tessera owns
+    /// (`reserved`), a stripped name (every tenant header included), or one of the tenant's
+    /// configured `headers`. Checked at mint/rotate and again for every reconstructed record,
+    /// so a record stored before a config change cannot override Tessera's headers either.
+    pub fn credential_conflict(&self, tenant: &Tenant, name: &HeaderName) -> Option<&'static str> {
+        if let Some(r) = crate::reserved::reserved(name) {
+            return Some(r.reason());
         }
-        let (_, parent) = host.split_once('.')?;
-        self.wildcard.get(parent).copied()
+        if self.strip.contains(name) {
+            return Some("a tenant header or a header in strip_headers");
+        }
+        if tenant.headers.iter().any(|(n, _)| n == name) {
+            return Some("one of the tenant's configured headers");
+        }
+        None
     }
 
     pub fn get(&self, index: usize) -> Option<&Tenant> {
@@ -236,18 +247,5 @@ impl BackgroundService for DnsRefresher {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalizes_hosts() {
-        assert_eq!(normalize_host("Saas.Acme.Example:8443"), "saas.acme.example");
-        assert_eq!(normalize_host("saas.acme.example."), "saas.acme.example");
-        assert!(matches!(normalize_host("saas.acme.example"), Cow::Borrowed(_)));
-        assert_eq!(normalize_host("[::1]:443"), "[::1]");
     }
 }

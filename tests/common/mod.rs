@@ -3,11 +3,12 @@
 //! real TLS handshakes with SNI.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -786,6 +787,3 @@ pub fn assert_not_in_files(files: &[&Path], secrets: &[&str]) {
         }
     }
 }
-
-/// Shared handle type for tests that move instances between threads.
-pub type Shared<T> = Arc<T>;
