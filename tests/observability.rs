@@ -326,14 +326,15 @@ fn metrics_parse_and_carry_no_identifiers() {
     for needle in [id.as_str(), "127.0.0.1", "/m", "secret", &a[4..20]] {
         assert!(!text.contains(needle), "{needle:?} leaked into /metrics");
     }
-    // A real Prometheus parser accepts the exposition, when promtool is installed.
-    if let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+    // A real Prometheus parser accepts the exposition (scripts/test installs promtool).
     {
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool must be installed (scripts/test installs it with the prometheus package)");
         use std::io::Write;
         child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();

@@ -434,54 +434,10 @@ fn rediss_store_with_private_ca() {
     let (cert, key) = ca.issue(&["localhost"]).unwrap().write(dir.path(), "redis").unwrap();
     let ca_file = dir.path().join("redis-ca.pem");
     std::fs::write(&ca_file, ca.ca_pem()).unwrap();
-    let port = free_port();
-    let mut server = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--tls-auth-clients",
-            "no",
-        ])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .arg("--tls-ca-cert-file")
-        .arg(&ca_file)
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let cli = |args: &[&str]| {
-        std::process::Command::new("redis-cli")
-            .args([
-                "--tls",
-                "--cacert",
-                ca_file.to_str().unwrap(),
-                "-h",
-                "localhost",
-                "-p",
-                &port.to_string(),
-            ])
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
-    assert!(eventually(Duration::from_secs(10), || cli(&["PING"])
-        .is_some_and(|o| o.contains("PONG")))
-    .is_some());
+    // Stopped by pid when dropped, even if an assertion below fails.
+    let server = Redis::start_tls(&cert, &key, &ca_file);
+    let port = server.port;
+    let cli = |args: &[&str]| server.cli(args);
 
     let mut setup = setup_one("");
     setup.store = format!(
@@ -502,6 +458,4 @@ fn rediss_store_with_private_ca() {
     .status()
         == 401)
     .is_some());
-    let _ = server.kill();
-    let _ = server.wait();
 }

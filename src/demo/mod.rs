@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::config::Config;
 use crate::fragments::{EmbeddedStore, FragmentStore};
 use crate::server::{self, ServeOptions};
-use crate::token::{self, Keyring, TokenMeta};
+use crate::token::{self, Keyring, TokenId, TokenMeta};
 
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +95,7 @@ pub fn run(dir: &Path, port: u16, serve: bool) -> Result<(), DemoError> {
     let admin_token = Zeroizing::new(format!("tsa_{}", hex::encode(raw)));
     let admin_sha = hex::encode(Sha256::digest(admin_token.as_bytes()));
 
+    let store_path = dir.join("tessera.redb");
     let https = free_port(port)?;
     let admin = free_port(9901)?;
     let metrics = free_port(9464)?;
@@ -110,7 +111,7 @@ pub fn run(dir: &Path, port: u16, serve: bool) -> Result<(), DemoError> {
          admin:\n  tokens:\n    - {{ name: demo-ops, sha256: {admin_sha}, scope: operator }}\n\
          session_log: {{ stdout: false, file: \"{log}\" }}\n\
          tenants:\n",
-        db = dir.join("tessera.redb").display(),
+        db = store_path.display(),
         kr = keyring_path.display(),
         log = dir.join("sessions.jsonl").display(),
     );
@@ -132,42 +133,65 @@ pub fn run(dir: &Path, port: u16, serve: bool) -> Result<(), DemoError> {
     certs::write_file(&cfg_path, yaml.as_bytes(), false)?;
     let cfg = Config::load(&cfg_path)?;
 
-    // Mint one token per tenant straight into the embedded store (before the server opens it).
-    let store_path = match &cfg.store {
-        crate::config::StoreConf::Embedded { path } => path.clone(),
-        crate::config::StoreConf::Redis(_) => dir.join("tessera.redb"),
-    };
+    // One token per tenant, straight into the embedded store (before the server opens it).
+    let part_as = mint_demo_tokens(&keyring, &store_path)?;
+    print_instructions(
+        &dir,
+        &ca_path,
+        &part_as,
+        echo_addr,
+        [https, admin, metrics],
+        &admin_token,
+    );
+    if !serve {
+        return Ok(());
+    }
+    println!("Serving; Ctrl-C stops.");
+    server::run(cfg, ServeOptions::default())?;
+    Ok(())
+}
+
+/// Mint one demo token per tenant into the embedded store at `store_path`.
+fn mint_demo_tokens(keyring: &Keyring, store_path: &Path) -> Result<Vec<(TokenId, Zeroizing<String>)>, DemoError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(io("runtime"))?;
     let mut part_as = Vec::new();
-    {
-        let store = EmbeddedStore::open(&store_path)?;
-        for t in &TENANTS {
-            let mut secret = [0u8; 12];
-            token::fill_random(&mut secret);
-            let upstream = Zeroizing::new(format!("demo-upstream-token-{}-{}", t.id, hex::encode(secret)));
-            let meta = TokenMeta {
-                label: "demo".into(),
-                created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
-                expires_at: None,
-                header: "Authorization".into(),
-                scheme: "Bearer".into(),
-                replaces: None,
-            };
-            let m =
-                token::mint(&keyring, t.id, upstream.as_bytes(), &meta).map_err(|e| DemoError::Io(e.to_string()))?;
-            rt.block_on(store.put(t.id, &m.id, &m.record))?;
-            part_as.push((m.id, m.part_a));
-        }
+    let store = EmbeddedStore::open(store_path)?;
+    for t in &TENANTS {
+        let mut secret = [0u8; 12];
+        token::fill_random(&mut secret);
+        let upstream = Zeroizing::new(format!("demo-upstream-token-{}-{}", t.id, hex::encode(secret)));
+        let meta = TokenMeta {
+            label: "demo".into(),
+            created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+            expires_at: None,
+            header: "Authorization".into(),
+            scheme: "Bearer".into(),
+            replaces: None,
+        };
+        let m = token::mint(keyring, t.id, upstream.as_bytes(), &meta).map_err(|e| DemoError::Io(e.to_string()))?;
+        rt.block_on(store.put(t.id, &m.id, &m.record))?;
+        part_as.push((m.id, m.part_a));
     }
+    Ok(part_as)
+}
 
+/// Print the commands that exercise the demo.
+fn print_instructions(
+    dir: &Path,
+    ca_path: &Path,
+    part_as: &[(TokenId, Zeroizing<String>)],
+    echo_addr: SocketAddr,
+    [https, admin, metrics]: [u16; 3],
+    admin_token: &str,
+) {
     let ca = ca_path.display();
     println!("Tessera demo: files in {}", dir.display());
     println!("  upstream (echo): http://{echo_addr}   proxy: https://127.0.0.1:{https}   admin: http://127.0.0.1:{admin}   metrics: http://127.0.0.1:{metrics}/metrics");
     println!();
-    for (t, (id, part_a)) in TENANTS.iter().zip(&part_as) {
+    for (t, (id, part_a)) in TENANTS.iter().zip(part_as) {
         println!(
             "# tenant {} (token id {id}): the echo upstream shows the real token and tenant header it received",
             t.id
@@ -189,17 +213,11 @@ pub fn run(dir: &Path, port: u16, serve: bool) -> Result<(), DemoError> {
     println!("# admin: list, revoke (then the first curl gets 401), sessions, metrics");
     println!(
         "export TESSERA_ADMIN_URL=http://127.0.0.1:{admin} TESSERA_ADMIN_TOKEN={}",
-        admin_token.as_str()
+        admin_token
     );
     println!("cargo run --release -- token list --tenant acme");
     println!("cargo run --release -- token revoke --tenant acme --id {acme_id}");
     println!("cargo run --release -- sessions --tenant acme --limit 5");
     println!("curl -s http://127.0.0.1:{metrics}/metrics | grep tessera_token_verifications_total");
     println!();
-    if !serve {
-        return Ok(());
-    }
-    println!("Serving; Ctrl-C stops.");
-    server::run(cfg, ServeOptions::default())?;
-    Ok(())
 }

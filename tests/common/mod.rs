@@ -46,6 +46,8 @@ pub struct Redis {
     persistent: bool,
     /// Extra server arguments (cluster mode, replicaof, …).
     extra: Vec<String>,
+    /// Extra `redis-cli` flags (TLS).
+    cli_flags: Vec<String>,
 }
 
 impl Redis {
@@ -71,6 +73,42 @@ impl Redis {
             dir,
             persistent,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            cli_flags: vec![],
+        };
+        r.restart();
+        r
+    }
+
+    /// A TLS-only server (`rediss://localhost:<port>`) with the given certificate files.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Redis {
+        let port = free_port();
+        let path = |p: &Path| p.display().to_string();
+        let mut r = Redis {
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            persistent: false,
+            extra: [
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-auth-clients",
+                "no",
+                "--tls-cert-file",
+                &path(cert),
+                "--tls-key-file",
+                &path(key),
+                "--tls-ca-cert-file",
+                &path(ca),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            cli_flags: ["--tls", "--cacert", &path(ca), "--sni", "localhost"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         };
         r.restart();
         r
@@ -130,7 +168,8 @@ impl Redis {
 
     /// Run `redis-cli` against this server, as a security team would.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        redis_cli(self.port, &[], args)
+        let flags: Vec<&str> = self.cli_flags.iter().map(String::as_str).collect();
+        redis_cli(self.port, &flags, args)
     }
 }
 
