@@ -263,6 +263,19 @@ fn unreachable_upstream_is_502_json() {
     assert_eq!(r.status(), 502);
     let v: Value = r.json().unwrap();
     assert_eq!(v["error"], "bad_gateway");
+    // The session record says why (fail_to_proxy's refusal reaches the logging phase).
+    let found = eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&t.sessions)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|r| r["status"] == 502 && r["refusal"] == "upstream_error")
+    });
+    assert!(
+        found.is_some(),
+        "no session record with refusal upstream_error: {}",
+        std::fs::read_to_string(&t.sessions).unwrap_or_default()
+    );
 }
 
 #[test]
