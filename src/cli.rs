@@ -437,13 +437,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             })
         }
         Command::AdminToken { name, scope } => {
-            let mut raw = [0u8; 32];
-            crate::token::fill_random(&mut raw);
-            let token = Zeroizing::new(format!("tsa_{}", hex::encode(raw)));
-            let sha = hex::encode(sha2::Digest::finalize(sha2::Digest::chain_update(
-                sha2::Sha256::default(),
-                token.as_bytes(),
-            )));
+            let (token, sha) = crate::admin::new_admin_token();
             println!("admin token (give to the caller, shown once): {}", token.as_str());
             println!("config line for admin.tokens:");
             println!("    - {{ name: {name}, sha256: {sha}, scope: \"{scope}\" }}");

@@ -87,6 +87,17 @@ pub(crate) fn rfc3339(t: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A new admin token (`tsa_` + 64 hex characters) and the SHA-256 hex that goes into
+/// `admin.tokens`. The token is shown once to whoever will call the API; config keeps only
+/// the hash.
+pub fn new_admin_token() -> (Zeroizing<String>, String) {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    crate::token::fill_random(raw.as_mut());
+    let token = Zeroizing::new(format!("tsa_{}", hex::encode(raw.as_ref())));
+    let sha = hex::encode(Sha256::digest(token.as_bytes()));
+    (token, sha)
+}
+
 impl AdminState {
     /// Which configured admin token this request carries. Compares against every hash, in
     /// constant time, without stopping at the first match.

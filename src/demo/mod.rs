@@ -11,7 +11,6 @@ pub mod echo;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
@@ -90,10 +89,7 @@ pub fn run(dir: &Path, port: u16, serve: bool) -> Result<(), DemoError> {
     }
     let keyring = Keyring::load_file(&keyring_path)?;
 
-    let mut raw = [0u8; 32];
-    token::fill_random(&mut raw);
-    let admin_token = Zeroizing::new(format!("tsa_{}", hex::encode(raw)));
-    let admin_sha = hex::encode(Sha256::digest(admin_token.as_bytes()));
+    let (admin_token, admin_sha) = crate::admin::new_admin_token();
 
     let store_path = dir.join("tessera.redb");
     let https = free_port(port)?;
