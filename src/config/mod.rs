@@ -6,6 +6,7 @@
 //! from (the README's commands run from the repository root).
 
 pub mod raw;
+pub mod topology;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 use crate::tls::CertSource;
 use raw::{RawAnomaly, RawConfig, RawStore, RawTenant};
+pub use topology::Topology;
 
 /// One problem found in a config file.
 #[derive(Debug, Clone)]
@@ -102,9 +104,10 @@ pub enum StoreConf {
 
 #[derive(Debug, Clone)]
 pub struct RedisConf {
-    /// Connection URL; `redis://`, `rediss://` (TLS), `redis+sentinel://`, or a comma-separated
-    /// list of cluster nodes prefixed by `redis+cluster://`.
-    pub url: String,
+    /// Where Redis is, parsed from `store.url` (`redis://`, `rediss://` (TLS),
+    /// `redis+sentinel://`, or cluster seed nodes after `redis+cluster://`). Its `Debug` never
+    /// shows credentials.
+    pub topology: Topology,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     /// Key prefix; fragments live at `<prefix>frag:<tenant>:<id>`.
@@ -466,12 +469,14 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                         None
                     }
                 });
-            if let Err(e) = crate::fragments::topology::Topology::parse(&url) {
+            let topology = Topology::parse(&url).unwrap_or_else(|e| {
                 c.bad(
                     "store.url",
                     format!("{:?}: {e}; use redis://host:port/db, rediss:// for TLS, redis+sentinel://s1:26379,s2:26379/<master>[/db] or redis+cluster://n1:6379,n2:6379", redact_url(&url)),
                 );
-            }
+                // Never used: the error above fails validation.
+                Topology::Standalone { url: String::new() }
+            });
             let prefix = prefix.unwrap_or_else(|| "tessera:".to_string());
             if prefix.contains(char::is_whitespace) || prefix.contains(['*', '?', '[']) {
                 c.bad(
@@ -485,7 +490,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                 ttl: None,
             });
             StoreConf::Redis(RedisConf {
-                url,
+                topology,
                 connect_timeout: c.duration(
                     "store.connect_timeout",
                     connect_timeout.as_deref(),

@@ -215,6 +215,21 @@ impl PartA {
     }
 }
 
+/// Test and bench helper: a well-formed Part A for `id` under `tenant` (valid checksum, the
+/// tenant's tag, current version) with a random share, as anyone can craft offline. It opens
+/// no record: the share matches nothing.
+#[doc(hidden)]
+pub fn forge_part_a(tenant: &str, id: TokenId) -> Zeroizing<String> {
+    let mut share = Zeroizing::new([0u8; 32]);
+    fill_random(share.as_mut());
+    PartA {
+        tenant_tag: tenant_tag(tenant),
+        id,
+        share,
+    }
+    .encode()
+}
+
 /// Public, non-secret facts about a token, stored inside the sealed record so that `list`
 /// works without Part A.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
