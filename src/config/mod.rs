@@ -115,6 +115,10 @@ pub struct RedisConf {
     pub cache_enabled: bool,
     pub cache_capacity: usize,
     pub cache_ttl: Duration,
+    /// Ids remembered as absent from Redis (negative entries); 0 turns that off.
+    pub negative_cache_capacity: usize,
+    /// Longest a negative entry is trusted (a cap in case an invalidation is lost).
+    pub negative_cache_ttl: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     /// PEM CA bundle that `rediss://` servers must chain to (default: system roots).
@@ -488,6 +492,8 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                 enabled: None,
                 capacity: None,
                 ttl: None,
+                negative_capacity: None,
+                negative_ttl: None,
             });
             StoreConf::Redis(RedisConf {
                 topology,
@@ -505,6 +511,12 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                 cache_enabled: cache.enabled.unwrap_or(true),
                 cache_capacity: cache.capacity.unwrap_or(100_000),
                 cache_ttl: c.duration("store.cache.ttl", cache.ttl.as_deref(), Duration::from_secs(300)),
+                negative_cache_capacity: cache.negative_capacity.unwrap_or(10_000),
+                negative_cache_ttl: c.duration(
+                    "store.cache.negative_ttl",
+                    cache.negative_ttl.as_deref(),
+                    Duration::from_secs(10),
+                ),
                 heartbeat_interval: c.duration(
                     "store.heartbeat_interval",
                     heartbeat_interval.as_deref(),

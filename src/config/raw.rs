@@ -104,6 +104,11 @@ pub struct RawCache {
     pub capacity: Option<usize>,
     #[serde(default)]
     pub ttl: Option<String>,
+    /// Ids remembered as absent from Redis (0 = off).
+    #[serde(default)]
+    pub negative_capacity: Option<usize>,
+    #[serde(default)]
+    pub negative_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use redis::aio::ConnectionLike;
 use redis::AsyncCommands;
 
-use super::cache::FragmentCache;
+use super::cache::{Answer, FragmentCache};
 use super::{Entry, FragmentStore, Readiness, StoreError, TOMBSTONE_TTL_SECS};
 use crate::config::{RedisConf, Topology};
 use crate::metrics;
@@ -68,7 +68,10 @@ impl RedisStore {
         };
         let cache = conf
             .cache_enabled
-            .then(|| FragmentCache::new(conf.cache_capacity, conf.cache_ttl, format!("{}frag:", conf.prefix)));
+            .then(|| {
+                FragmentCache::new(conf.cache_capacity, conf.cache_ttl, format!("{}frag:", conf.prefix))
+                    .with_negative(conf.negative_cache_capacity, conf.negative_cache_ttl)
+            });
         Ok(Arc::new(RedisStore {
             conf,
             conn: ArcSwapOption::new(conn),
@@ -114,6 +117,16 @@ impl RedisStore {
             c.set_tracking(up);
         }
         metrics::global().tracking_up.set(i64::from(up || self.cache.is_none()));
+    }
+
+    /// After this instance wrote `id`: drop what the local cache holds for it now, rather than
+    /// when Redis pushes the invalidation back (a mint answered by the admin API must work on
+    /// this instance at once, a revoke must apply at once). Other instances learn it through
+    /// tracking.
+    fn evict_local(&self, id: &TokenId) {
+        if let Some(c) = &self.cache {
+            c.evict(id);
+        }
     }
 
     fn fail(&self, op: &str, e: impl std::fmt::Display) -> StoreError {
@@ -181,9 +194,16 @@ impl FragmentStore for RedisStore {
         }
         let ticket = match &self.cache {
             Some(c) => {
-                if let Some(v) = c.get(tenant, id) {
-                    metrics::global().cache_hits.inc();
-                    return Ok(Some(v));
+                match c.get(tenant, id) {
+                    Some(Answer::Found(v)) => {
+                        metrics::global().cache_hits.inc();
+                        return Ok(Some(v));
+                    }
+                    Some(Answer::Absent) => {
+                        metrics::global().cache_negative_hits.inc();
+                        return Ok(None);
+                    }
+                    None => {}
                 }
                 metrics::global().cache_misses.inc();
                 c.ticket()
@@ -193,8 +213,9 @@ impl FragmentStore for RedisStore {
         let mut conn = self.connection()?;
         let v: Option<Vec<u8>> = conn.get(self.key(tenant, id)).await.map_err(|e| self.fail("get", e))?;
         let v: Option<Arc<[u8]>> = v.map(Arc::from);
-        if let (Some(c), Some(rec)) = (&self.cache, &v) {
-            c.insert(ticket, tenant, id, rec.clone());
+        if let Some(c) = &self.cache {
+            // A record or "none": both stay coherent through the same invalidations.
+            c.insert(ticket, tenant, id, v.clone());
         }
         Ok(v)
     }
@@ -207,7 +228,9 @@ impl FragmentStore for RedisStore {
         } else {
             conn.set::<_, _, ()>(key, record).await
         }
-        .map_err(|e| self.fail("set", e))
+        .map_err(|e| self.fail("set", e))?;
+        self.evict_local(id);
+        Ok(())
     }
 
     async fn replace_if(&self, tenant: &str, id: &TokenId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
@@ -223,6 +246,9 @@ impl FragmentStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.fail("replace", e))?;
+        if n == 1 {
+            self.evict_local(id);
+        }
         Ok(n == 1)
     }
 
