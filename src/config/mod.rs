@@ -97,6 +97,8 @@ pub struct UpstreamTimeouts {
 }
 
 #[derive(Debug, Clone)]
+// Built once at load, never copied on the request path: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum StoreConf {
     Embedded { path: PathBuf },
     Redis(RedisConf),

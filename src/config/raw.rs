@@ -72,6 +72,8 @@ pub struct RawUpstreamDefaults {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+// Built once at load, never copied on the request path: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum RawStore {
     Embedded {
         path: String,

@@ -4,9 +4,13 @@
 //! memory for the embedded store and from the tracked local cache for Redis); written only by
 //! the admin path. Two implementations:
 //! - `embedded` (default): a `redb` file, crash-safe, mirrored in memory so reads never touch
-//!   the disk; one process owns the file.
-//! - `redis` (`redis.rs`): shared by many instances; `redis-cli DEL <prefix>frag:<tenant>:<id>`
-//!   revokes. A local cache is kept coherent with client-side tracking (`cache.rs`).
+//!   the disk; one process owns the file. Found and not found cost the same two hash lookups
+//!   under a read lock, so it needs no negative cache.
+//! - `redis` (`redis/`): shared by many instances; `redis-cli DEL <prefix>frag:<tenant>:<id>`
+//!   revokes. A local cache of records and of ids Redis does not have is kept coherent with
+//!   client-side tracking (`cache.rs`).
+//!
+//! The Redis topology (`config::Topology`) is parsed by `config`; this module only consumes it.
 //!
 //! Every lookup answers found / not found / unavailable. Unavailable is an error the proxy
 //! turns into `503` + `Retry-After`: there is no fail-open path.

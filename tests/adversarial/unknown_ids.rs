@@ -27,7 +27,10 @@ fn redis_gets(redis: &Redis) -> u64 {
 fn instances(redis: &Redis, n: usize, cache: &str) -> (Setup, Vec<Tessera>) {
     let up = echo_upstream();
     let mut setup = Setup::new(vec![TenantSpec::new(TENANT, &[HOST], up)]);
-    setup.redis_store(redis, &format!(", heartbeat_interval: 200ms, heartbeat_timeout: 200ms{cache}"));
+    setup.redis_store(
+        redis,
+        &format!(", heartbeat_interval: 200ms, heartbeat_timeout: 200ms{cache}"),
+    );
     let inst: Vec<Tessera> = (0..n).map(|i| setup.start(&format!("inst{i}"))).collect();
     for t in &inst {
         t.wait_ready();
@@ -109,5 +112,10 @@ fn id_cached_as_unknown_works_once_minted() {
     // the other one.
     let (_, fresh) = inst[1].mint(TENANT, "upstream-token-fresh");
     assert_eq!(inst[1].status_with(&clients[1], HOST, &fresh), 200);
-    assert!(eventually(Duration::from_secs(10), || inst[0].status_with(&clients[0], HOST, &fresh) == 200).is_some());
+    assert!(eventually(Duration::from_secs(10), || inst[0].status_with(
+        &clients[0],
+        HOST,
+        &fresh
+    ) == 200)
+    .is_some());
 }

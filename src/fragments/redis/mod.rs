@@ -66,12 +66,10 @@ impl RedisStore {
             // Found by the tracker.
             Topology::Sentinel { .. } | Topology::Cluster { .. } => None,
         };
-        let cache = conf
-            .cache_enabled
-            .then(|| {
-                FragmentCache::new(conf.cache_capacity, conf.cache_ttl, format!("{}frag:", conf.prefix))
-                    .with_negative(conf.negative_cache_capacity, conf.negative_cache_ttl)
-            });
+        let cache = conf.cache_enabled.then(|| {
+            FragmentCache::new(conf.cache_capacity, conf.cache_ttl, format!("{}frag:", conf.prefix))
+                .with_negative(conf.negative_cache_capacity, conf.negative_cache_ttl)
+        });
         Ok(Arc::new(RedisStore {
             conf,
             conn: ArcSwapOption::new(conn),
@@ -292,4 +290,3 @@ impl FragmentStore for RedisStore {
         self.key(tenant, id)
     }
 }
-
