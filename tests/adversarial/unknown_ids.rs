@@ -27,10 +27,9 @@ fn redis_gets(redis: &Redis) -> u64 {
 fn instances(redis: &Redis, n: usize, cache: &str) -> (Setup, Vec<Tessera>) {
     let up = echo_upstream();
     let mut setup = Setup::new(vec![TenantSpec::new(TENANT, &[HOST], up)]);
-    setup.redis_store(
-        redis,
-        &format!(", heartbeat_interval: 200ms, heartbeat_timeout: 200ms{cache}"),
-    );
+    // Default heartbeat (1s / 500ms): a loaded test machine must not lose tracking, which
+    // would turn the cache off and hide what these tests check.
+    setup.redis_store(redis, cache);
     let inst: Vec<Tessera> = (0..n).map(|i| setup.start(&format!("inst{i}"))).collect();
     for t in &inst {
         t.wait_ready();
