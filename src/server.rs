@@ -120,6 +120,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     pingora::tls::install_default_crypto_provider();
     metrics::global().set_tenant_label_cap(cfg.metrics.tenant_label_cap);
     let keyring = Arc::new(ArcSwap::from_pointee(load_keyring(&cfg.keys)?));
+    crate::token::prepare_refusal_decoy();
     let tenants = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream, &cfg.strip_headers)?);
 
     let mut conf = ServerConf {

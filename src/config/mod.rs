@@ -7,6 +7,7 @@
 
 mod headers;
 pub mod raw;
+pub mod topology;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use crate::host::HostPattern;
 use crate::tls::CertSource;
 use raw::{RawAnomaly, RawConfig, RawStore, RawTenant};
+pub use topology::Topology;
 
 /// One problem found in a config file.
 #[derive(Debug, Clone)]
@@ -99,6 +101,8 @@ pub struct UpstreamTimeouts {
 }
 
 #[derive(Debug, Clone)]
+// Built once at load, never copied on the request path: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum StoreConf {
     Embedded { path: PathBuf },
     Redis(RedisConf),
@@ -106,9 +110,10 @@ pub enum StoreConf {
 
 #[derive(Debug, Clone)]
 pub struct RedisConf {
-    /// Connection URL; `redis://`, `rediss://` (TLS), `redis+sentinel://`, or a comma-separated
-    /// list of cluster nodes prefixed by `redis+cluster://`.
-    pub url: String,
+    /// Where Redis is, parsed from `store.url` (`redis://`, `rediss://` (TLS),
+    /// `redis+sentinel://`, or cluster seed nodes after `redis+cluster://`). Its `Debug` never
+    /// shows credentials.
+    pub topology: Topology,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     /// Key prefix; fragments live at `<prefix>frag:<tenant>:<id>`.
@@ -116,6 +121,10 @@ pub struct RedisConf {
     pub cache_enabled: bool,
     pub cache_capacity: usize,
     pub cache_ttl: Duration,
+    /// Ids remembered as absent from Redis (negative entries); 0 turns that off.
+    pub negative_cache_capacity: usize,
+    /// Longest a negative entry is trusted (a cap in case an invalidation is lost).
+    pub negative_cache_ttl: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     /// PEM CA bundle that `rediss://` servers must chain to (default: system roots).
@@ -453,12 +462,14 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                         None
                     }
                 });
-            if let Err(e) = crate::fragments::topology::Topology::parse(&url) {
+            let topology = Topology::parse(&url).unwrap_or_else(|e| {
                 c.bad(
                     "store.url",
                     format!("{:?}: {e}; use redis://host:port/db, rediss:// for TLS, redis+sentinel://s1:26379,s2:26379/<master>[/db] or redis+cluster://n1:6379,n2:6379", redact_url(&url)),
                 );
-            }
+                // Never used: the error above fails validation.
+                Topology::Standalone { url: String::new() }
+            });
             let prefix = prefix.unwrap_or_else(|| "tessera:".to_string());
             if prefix.contains(char::is_whitespace) || prefix.contains(['*', '?', '[']) {
                 c.bad(
@@ -470,9 +481,11 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                 enabled: None,
                 capacity: None,
                 ttl: None,
+                negative_capacity: None,
+                negative_ttl: None,
             });
             StoreConf::Redis(RedisConf {
-                url,
+                topology,
                 connect_timeout: c.duration(
                     "store.connect_timeout",
                     connect_timeout.as_deref(),
@@ -487,6 +500,12 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                 cache_enabled: cache.enabled.unwrap_or(true),
                 cache_capacity: cache.capacity.unwrap_or(100_000),
                 cache_ttl: c.duration("store.cache.ttl", cache.ttl.as_deref(), Duration::from_secs(300)),
+                negative_cache_capacity: cache.negative_capacity.unwrap_or(10_000),
+                negative_cache_ttl: c.duration(
+                    "store.cache.negative_ttl",
+                    cache.negative_ttl.as_deref(),
+                    Duration::from_secs(10),
+                ),
                 heartbeat_interval: c.duration(
                     "store.heartbeat_interval",
                     heartbeat_interval.as_deref(),

@@ -75,6 +75,8 @@ pub struct RawUpstreamDefaults {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+// Built once at load, never copied on the request path: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum RawStore {
     Embedded {
         path: String,
@@ -107,6 +109,11 @@ pub struct RawCache {
     pub capacity: Option<usize>,
     #[serde(default)]
     pub ttl: Option<String>,
+    /// Ids remembered as absent from Redis (0 = off).
+    #[serde(default)]
+    pub negative_capacity: Option<usize>,
+    #[serde(default)]
+    pub negative_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,16 +4,19 @@
 //! memory for the embedded store and from the tracked local cache for Redis); written only by
 //! the admin path. Two implementations:
 //! - `embedded` (default): a `redb` file, crash-safe, mirrored in memory so reads never touch
-//!   the disk; one process owns the file.
-//! - `redis` (`redis.rs`): shared by many instances; `redis-cli DEL <prefix>frag:<tenant>:<id>`
-//!   revokes. A local cache is kept coherent with client-side tracking (`cache.rs`).
+//!   the disk; one process owns the file. Found and not found cost the same two hash lookups
+//!   under a read lock, so it needs no negative cache.
+//! - `redis` (`redis/`): shared by many instances; `redis-cli DEL <prefix>frag:<tenant>:<id>`
+//!   revokes. A local cache of records and of ids Redis does not have is kept coherent with
+//!   client-side tracking (`cache.rs`).
+//!
+//! The Redis topology (`config::Topology`) is parsed by `config`; this module only consumes it.
 //!
 //! Every lookup answers found / not found / unavailable. Unavailable is an error the proxy
 //! turns into `503` + `Retry-After`: there is no fail-open path.
 
 pub mod cache;
 pub mod redis;
-pub mod topology;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,18 +75,12 @@ pub trait FragmentStore: Send + Sync {
     /// Replace `old` with `new` only if the record is still `old` (re-sealing must not undo a
     /// concurrent revoke). Returns whether it was replaced.
     async fn replace_if(&self, tenant: &str, id: &TokenId, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;
-    /// Remove the record (Part B is gone for good).
-    async fn delete(&self, tenant: &str, id: &TokenId) -> Result<bool, StoreError>;
     /// Every record of `tenant`, or of all tenants.
     async fn list(&self, tenant: Option<&str>) -> Result<Vec<Entry>, StoreError>;
     /// Current health.
     fn readiness(&self) -> Readiness;
     /// Where a record lives, for humans (`redis-cli DEL` target or embedded key).
     fn location(&self, tenant: &str, id: &TokenId) -> String;
-    /// The Redis side, for the session log's streams.
-    fn redis(&self) -> Option<&redis::RedisStore> {
-        None
-    }
 }
 
 /// One tenant's records in memory.
@@ -179,8 +176,9 @@ impl EmbeddedStore {
         }
     }
 
-    /// Write (Some) or delete (None) one key durably, off the async threads.
-    async fn write(&self, key: String, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+    /// Write one key durably, off the async threads. (Nothing is ever deleted: a revoke
+    /// writes a tombstone.)
+    async fn write(&self, key: String, value: Vec<u8>) -> Result<(), StoreError> {
         let db =
             self.db.read().ok().and_then(|d| d.clone()).ok_or_else(|| {
                 self.err("released to an upgraded Tessera process; send admin requests to the new one")
@@ -189,14 +187,7 @@ impl EmbeddedStore {
             let w = db.begin_write().map_err(|e| e.to_string())?;
             {
                 let mut t = w.open_table(TABLE).map_err(|e| e.to_string())?;
-                match &value {
-                    Some(v) => {
-                        t.insert(key.as_str(), v.as_slice()).map_err(|e| e.to_string())?;
-                    }
-                    None => {
-                        t.remove(key.as_str()).map_err(|e| e.to_string())?;
-                    }
-                }
+                t.insert(key.as_str(), value.as_slice()).map_err(|e| e.to_string())?;
             }
             w.commit().map_err(|e| e.to_string())
         })
@@ -208,18 +199,9 @@ impl EmbeddedStore {
         }
     }
 
-    fn set_mem(&self, tenant: &str, id: &TokenId, value: Option<&[u8]>) {
+    fn set_mem(&self, tenant: &str, id: &TokenId, value: &[u8]) {
         if let Ok(mut m) = self.map.write() {
-            match value {
-                Some(v) => {
-                    m.entry(Box::from(tenant)).or_default().insert(*id, Arc::from(v));
-                }
-                None => {
-                    if let Some(t) = m.get_mut(tenant) {
-                        t.remove(id);
-                    }
-                }
-            }
+            m.entry(Box::from(tenant)).or_default().insert(*id, Arc::from(value));
         }
     }
 
@@ -237,8 +219,8 @@ impl FragmentStore for EmbeddedStore {
 
     async fn put(&self, tenant: &str, id: &TokenId, record: &[u8]) -> Result<(), StoreError> {
         let _g = self.write_lock.lock().await;
-        self.write(embedded_key(tenant, id), Some(record.to_vec())).await?;
-        self.set_mem(tenant, id, Some(record));
+        self.write(embedded_key(tenant, id), record.to_vec()).await?;
+        self.set_mem(tenant, id, record);
         Ok(())
     }
 
@@ -247,17 +229,9 @@ impl FragmentStore for EmbeddedStore {
         if self.get_mem(tenant, id).as_deref() != Some(old) {
             return Ok(false);
         }
-        self.write(embedded_key(tenant, id), Some(new.to_vec())).await?;
-        self.set_mem(tenant, id, Some(new));
+        self.write(embedded_key(tenant, id), new.to_vec()).await?;
+        self.set_mem(tenant, id, new);
         Ok(true)
-    }
-
-    async fn delete(&self, tenant: &str, id: &TokenId) -> Result<bool, StoreError> {
-        let _g = self.write_lock.lock().await;
-        let existed = self.get_mem(tenant, id).is_some();
-        self.write(embedded_key(tenant, id), None).await?;
-        self.set_mem(tenant, id, None);
-        Ok(existed)
     }
 
     async fn list(&self, tenant: Option<&str>) -> Result<Vec<Entry>, StoreError> {
@@ -310,10 +284,6 @@ mod tests {
         assert!(s.get("globex", &id).await.unwrap().is_none());
         assert_eq!(s.list(Some("acme")).await.unwrap().len(), 1);
         assert_eq!(s.list(None).await.unwrap().len(), 2);
-        assert!(s.delete("acme", &id).await.unwrap());
-        drop(s);
-        let s = EmbeddedStore::open(&path).unwrap();
-        assert!(s.get("acme", &id).await.unwrap().is_none());
     }
 
     #[test]

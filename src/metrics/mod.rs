@@ -61,6 +61,8 @@ pub struct Metrics {
     pub cache_invalidations: IntCounter,
     pub cache_flushes: IntCounter,
     pub cache_entries: IntGauge,
+    pub cache_negative_hits: IntCounter,
+    pub cache_negative_entries: IntGauge,
     pub store_up: IntGauge,
     pub tracking_up: IntGauge,
     pub store_errors: IntCounterVec,
@@ -251,6 +253,16 @@ impl Metrics {
                 "Whole-cache clears (flush, disconnect, heartbeat failure).",
             ),
             cache_entries: gauge(&r, "tessera_fragment_cache_entries", "Records held in the local cache."),
+            cache_negative_hits: counter(
+                &r,
+                "tessera_fragment_cache_negative_hits_total",
+                "Part B lookups answered \"not found\" by the local cache (no store round trip).",
+            ),
+            cache_negative_entries: gauge(
+                &r,
+                "tessera_fragment_cache_negative_entries",
+                "Token ids the local cache remembers as absent from Redis.",
+            ),
             store_up: gauge(
                 &r,
                 "tessera_store_up",

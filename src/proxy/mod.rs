@@ -143,17 +143,27 @@ impl Proxy {
         let Some(part_a) = auth.and_then(|v| headers::bearer(v.as_bytes())) else {
             return Err(Refusal::Token("missing"));
         };
-        let part_a = PartA::parse(part_a).map_err(|e| Refusal::Token(e.label()))?;
+        // Every 401 below does the work of a known id with a wrong Part A (`equalize_refusal`
+        // or `reconstruct` itself), so response time does not say which check failed.
+        let part_a = PartA::parse(part_a).map_err(|e| {
+            token::equalize_refusal(None);
+            Refusal::Token(e.label())
+        })?;
         ctx.token_id = Some(part_a.id);
         if part_a.tenant_tag != tenant.tag {
+            token::equalize_refusal(Some(&part_a));
             return Err(Refusal::Token(TokenError::WrongTenant.label()));
         }
         if self.anomaly.is_quarantined(tenant.index, &part_a.id) {
+            token::equalize_refusal(Some(&part_a));
             return Err(Refusal::Token("quarantined"));
         }
         let record = match self.store.get(&tenant.id, &part_a.id).await {
             Ok(Some(r)) => r,
-            Ok(None) => return Err(Refusal::Token(TokenError::Unknown.label())),
+            Ok(None) => {
+                token::equalize_refusal(Some(&part_a));
+                return Err(Refusal::Token(TokenError::Unknown.label()));
+            }
             Err(StoreError::Unavailable(why)) | Err(StoreError::Embedded { reason: why, .. }) => {
                 // The outage itself is logged once by the store (tracker); per request: debug.
                 log::debug!(

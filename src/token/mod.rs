@@ -18,6 +18,7 @@
 //! is sent upstream.
 
 mod base62;
+mod decoy;
 pub mod keyring;
 
 use std::fmt;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+pub use decoy::{equalize_refusal, prepare_refusal_decoy};
 pub use keyring::{Keyring, KeyringError};
 
 /// Prefix of every Part A; secret scanners match `tsr_[0-9A-Za-z]{78}`.
@@ -213,6 +215,21 @@ impl PartA {
             share,
         })
     }
+}
+
+/// Test and bench helper: a well-formed Part A for `id` under `tenant` (valid checksum, the
+/// tenant's tag, current version) with a random share, as anyone can craft offline. It opens
+/// no record: the share matches nothing.
+#[doc(hidden)]
+pub fn forge_part_a(tenant: &str, id: TokenId) -> Zeroizing<String> {
+    let mut share = Zeroizing::new([0u8; 32]);
+    fill_random(share.as_mut());
+    PartA {
+        tenant_tag: tenant_tag(tenant),
+        id,
+        share,
+    }
+    .encode()
 }
 
 /// Public, non-secret facts about a token, stored inside the sealed record so that `list`
@@ -517,8 +534,21 @@ pub fn reconstruct(
     stored: &[u8],
     now: i64,
 ) -> Result<Credential, TokenError> {
-    let plain = open_record(keyring, tenant, &part_a.id, stored)?;
-    let parts = split_record(&plain)?;
+    let plain = match open_record(keyring, tenant, &part_a.id, stored) {
+        Ok(p) => p,
+        Err(e) => {
+            // Revoked (tombstone), unknown kid, moved record: the record was not opened, so
+            // do that work on the decoy; a revoked id answers like a wrong Part A.
+            equalize_refusal(Some(part_a));
+            return Err(e);
+        }
+    };
+    reconstruct_opened(tenant, part_a, &plain, now)
+}
+
+/// The rest of `reconstruct` once the record layer is open.
+fn reconstruct_opened(tenant: &str, part_a: &PartA, plain: &[u8], now: i64) -> Result<Credential, TokenError> {
+    let parts = split_record(plain)?;
     let dk = combine(&part_a.share, parts.share_b)?;
     let inner = open(&dk, &inner_aad(tenant, &part_a.id), parts.inner_nonce, parts.inner_ct)?;
     decode_inner(&inner, now)

@@ -1,5 +1,7 @@
-//! Redis deployment shapes: standalone, Sentinel, Cluster. Parsed once from `store.url`; used
-//! by the tracker (background) to find which servers to track and where data commands go.
+//! Redis deployment shapes: standalone, Sentinel, Cluster. Parsed once from `store.url` at
+//! config load (`config::validate`), carried by `RedisConf::topology`, and consumed by the
+//! fragment store's tracker (background) to find which servers to track and where data
+//! commands go. A leaf module: it depends on nothing else in the crate.
 //!
 //! URL forms:
 //! - `redis://[user:pass@]host:port[/db]`, `rediss://…` (TLS), `redis+unix://…`, `unix://…`
