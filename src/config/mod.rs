@@ -5,6 +5,7 @@
 //! reported at once. Relative paths are relative to the working directory Tessera is started
 //! from (the README's commands run from the repository root).
 
+mod limits;
 pub mod raw;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Uri};
 
 use crate::tls::CertSource;
+pub use limits::Limits;
 use raw::{RawAnomaly, RawConfig, RawStore, RawTenant};
 
 /// One problem found in a config file.
@@ -66,6 +68,7 @@ pub struct Config {
     pub admin_tokens: Vec<AdminToken>,
     pub session_log: SessionLogConf,
     pub metrics: MetricsConf,
+    pub limits: Limits,
     pub tenants: Vec<TenantConf>,
 }
 
@@ -621,6 +624,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         );
     }
 
+    let limits = limits::validate(&raw.limits, c);
     https?;
     Some(Config {
         path: path.to_path_buf(),
@@ -634,6 +638,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         admin_tokens,
         session_log,
         metrics,
+        limits,
         tenants,
     })
 }
