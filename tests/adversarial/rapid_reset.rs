@@ -240,3 +240,32 @@ fn reset_streams_do_not_reach_the_upstream_and_the_ip_is_refused() {
         t.log_text()
     );
 }
+
+/// An HTTP/2 connection that completes TLS but never sends the connection preface is closed
+/// at `limits.request_head_timeout` (Pingora's h2 handshake has no deadline of its own).
+#[test]
+fn h2_connection_without_preface_is_cut_at_the_deadline() {
+    use tokio::io::AsyncReadExt;
+    let mut s = Setup::new(vec![TenantSpec::new("acme", &[HOST], echo_upstream())]);
+    s.extra = "limits: { request_head_timeout: 2s }\n".into();
+    let t = s.start_with_env("pre", &[("RUST_LOG", "info")]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let closed = rt.block_on(async {
+        let mut tls = tls_connect(t.ports.https, &s.ca_pem).await.unwrap();
+        // The server's SETTINGS may arrive first; read until EOF or 10 s.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let mut b = [0u8; 1024];
+            while matches!(tls.read(&mut b).await, Ok(k) if k > 0) {}
+        })
+        .await
+        .is_ok()
+    });
+    assert!(closed, "an h2 connection without a preface was still open after 10 s");
+    let counted = eventually(Duration::from_secs(5), || {
+        t.metric("tessera_guard_refusals_total", &[("reason", "head_timeout")]) >= 1.0
+    });
+    assert!(counted.is_some());
+}
