@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod fragments;
+pub mod guard;
 pub mod host;
 pub mod logging;
 pub mod metrics;

@@ -195,6 +195,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let (sessions, writer) = session_log::channel(sessions_store.clone());
     let anomaly = Detector::new(tenants.clone());
 
+    let guard = crate::guard::Guard::new(cfg.limits);
     let proxy = Proxy {
         tenants: tenants.clone(),
         store: store.clone(),
@@ -202,9 +203,12 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         sessions,
         anomaly: anomaly.clone(),
         max_request: cfg.upstream.max_request,
+        guard: guard.clone(),
     };
     let conf = server.configuration.clone();
-    let mut proxy_service = pingora::proxy::http_proxy_service_with_name(&conf, proxy, "tessera proxy");
+    // The connection guard wraps Pingora's HTTP app (slowloris and HTTP/2 rapid-reset limits).
+    let http = pingora::proxy::http_proxy(&conf, proxy);
+    let mut proxy_service = Service::new("tessera proxy".to_string(), guard.wrap(http));
     proxy_service.add_tls_with_settings(&cfg.listen.https.to_string(), None, tls);
     if let Some(http) = cfg.listen.http {
         proxy_service.add_tcp(&http.to_string());

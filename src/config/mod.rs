@@ -6,6 +6,7 @@
 //! from (the README's commands run from the repository root).
 
 mod headers;
+mod limits;
 pub mod raw;
 pub mod topology;
 
@@ -19,6 +20,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 use crate::host::HostPattern;
 use crate::tls::CertSource;
+pub use limits::Limits;
 use raw::{RawAnomaly, RawConfig, RawStore, RawTenant};
 pub use topology::Topology;
 
@@ -72,6 +74,7 @@ pub struct Config {
     pub metrics: MetricsConf,
     /// Removed from every client request, besides the tenant header names of all tenants.
     pub strip_headers: Vec<HeaderName>,
+    pub limits: Limits,
     pub tenants: Vec<TenantConf>,
 }
 
@@ -629,6 +632,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         );
     }
 
+    let limits = limits::validate(&raw.limits, c);
     https?;
     Some(Config {
         path: path.to_path_buf(),
@@ -643,6 +647,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         session_log,
         metrics,
         strip_headers,
+        limits,
         tenants,
     })
 }

@@ -32,6 +32,8 @@ pub struct RawConfig {
     /// Header names removed from every client request (default: Forwarded, X-Real-IP, …).
     #[serde(default)]
     pub strip_headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: RawLimits,
     pub tenants: Vec<RawTenant>,
 }
 
@@ -177,6 +179,18 @@ pub struct RawAnomaly {
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub tenant_label_cap: Option<usize>,
+}
+
+/// `limits:` — per-connection and per-client-IP limits (see `crate::guard`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub request_head_timeout: Option<String>,
+    pub max_request_head_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_connections_per_ip: Option<u32>,
+    pub h2_max_resets_per_ip: Option<u32>,
+    pub h2_reset_window: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -73,6 +73,10 @@ pub struct Metrics {
     pub bad_requests: IntCounterVec,
     pub admin_requests: IntCounterVec,
     pub tracked_tokens: IntGaugeVec,
+    /// Connection guard refusals by `reason` (closed set: `crate::guard::Reason`).
+    pub guard_refusals: IntCounterVec,
+    /// HTTP/2 streams reset by the client before Tessera contacted the upstream.
+    pub guard_h2_resets: IntCounter,
     tenants_labelled: AtomicUsize,
     tenant_label_cap: AtomicUsize,
 }
@@ -315,6 +319,17 @@ impl Metrics {
                 &["outcome"],
             ),
             tracked_tokens,
+            guard_refusals: counter_vec(
+                &r,
+                "tessera_guard_refusals_total",
+                "Connections and requests refused by the connection guard, by reason.",
+                &["reason"],
+            ),
+            guard_h2_resets: counter(
+                &r,
+                "tessera_guard_h2_resets_total",
+                "HTTP/2 streams reset by the client before the upstream request started.",
+            ),
             tenants_labelled: AtomicUsize::new(0),
             tenant_label_cap: AtomicUsize::new(1000),
             registry: r,

@@ -3,7 +3,9 @@
 //! ```text
 //! TLS handshake ─ tls::SniResolver picks the cert; handshake::HandshakeHook stores SniInfo{tenant}
 //!      │
-//! request_filter ─ route: tenant from SNI, Host must match (421) ─ no tenant: 404
+//! request_filter ─ guard: an HTTP/2 stream the client already reset ends here (checked
+//!      │           before routing and again after the store lookup; `guard::Guard`)
+//!      │           route: tenant from SNI, Host must match (421) ─ no tenant: 404
 //!      │           auth:  Part A parsed offline → quarantine check → Part B from the store
 //!      │                  (503 if unavailable) → token reconstructed into ctx (401 on any failure)
 //! upstream_peer ─ clone of the tenant's prepared HttpPeer
@@ -54,6 +56,8 @@ pub struct Proxy {
     pub anomaly: Arc<Detector>,
     /// See `UpstreamTimeouts::max_request`.
     pub max_request: std::time::Duration,
+    /// Connection guard: HTTP/2 streams reset by the client go no further (`guard`).
+    pub guard: Arc<crate::guard::Guard>,
 }
 
 /// Per-request state. Holds the reconstructed credential only between `request_filter` and
@@ -213,6 +217,10 @@ impl ProxyHttp for Proxy {
     /// Runs first for every request. `Ok(true)` = a response was written and the request ends
     /// here; `Ok(false)` = continue to the upstream with `ctx` filled in.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // An HTTP/2 stream the client already reset ends here (no store lookup, no upstream).
+        if self.guard.h2_stream_reset(session) {
+            return Ok(true);
+        }
         ctx.request_id = Some(headers::request_id(session.req_header()));
         let outcome = match self.check_headers(session).and_then(|()| self.route(session, ctx)) {
             Ok(t) => {
@@ -236,6 +244,12 @@ impl ProxyHttp for Proxy {
             Err(r) => Err(r),
         };
         match outcome {
+            // Checked again after the store lookup: a stream reset meanwhile never reaches
+            // the upstream, and the credential is dropped (zeroized) here.
+            Ok(()) if self.guard.h2_stream_reset(session) => {
+                ctx.credential = None;
+                Ok(true)
+            }
             Ok(()) => Ok(false),
             Err(refusal) => {
                 ctx.refusal = Some(refusal);
@@ -350,8 +364,13 @@ impl ProxyHttp for Proxy {
         let refusal = Refusal::for_error(e);
         if let Some(r) = refusal {
             ctx.refusal = Some(r);
-            if let Some(t) = ctx.tenant(self) {
-                log::warn!("tenant={} upstream={} request failed: {e}", t.id, t.upstream_url);
+            static FAILED: crate::logging::RateLimited = crate::logging::RateLimited::new();
+            if let (Some(t), Some(n)) = (ctx.tenant(self), FAILED.hit()) {
+                log::warn!(
+                    "tenant={} upstream={} request failed: {e} ({n} upstream failures since the last line)",
+                    t.id,
+                    t.upstream_url
+                );
             }
             if respond::refuse(session, r, ctx.request_id.as_ref()).await.is_err() {
                 log::debug!("could not send error response");

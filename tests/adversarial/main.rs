@@ -6,4 +6,6 @@
 mod common;
 
 mod headers;
+mod rapid_reset;
+mod slowloris;
 mod unknown_ids;
