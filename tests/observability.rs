@@ -73,7 +73,7 @@ fn anomalies_fire_on_crafted_patterns_and_not_on_steady_traffic() {
     steady(&c, &t, &steady_a, 15);
     // Give the last logging phases time to run, so a late detection would show.
     std::thread::sleep(Duration::from_millis(300));
-    for kind in tessera::metrics::ANOMALY_KINDS {
+    for kind in tessera::anomaly::AnomalyKind::ALL.map(|k| k.label()) {
         assert_eq!(anomalies(&t, kind), 0.0, "{kind} fired on steady traffic");
     }
 

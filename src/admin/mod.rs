@@ -19,7 +19,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -33,6 +32,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::anomaly::Detector;
+use crate::clock::unix_secs as now;
 use crate::config::{AdminToken, Scope};
 use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
@@ -69,12 +69,6 @@ fn store_err(e: StoreError) -> Reply {
         "store_unavailable",
         "the fragment store did not answer; retry",
     )
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn rfc3339(t: i64) -> String {

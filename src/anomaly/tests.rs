@@ -52,7 +52,7 @@ fn rate_spike_fires_once_per_window() {
     let mut fired = 0;
     for k in 0..50 {
         let f = st.observe(&c, &obs(200, 500, "/", [10, 0, 0, 1], b"ua"), t + k);
-        if f.has(RATE_SPIKE) {
+        if f.has(AnomalyKind::RateSpike) {
             fired += 1;
         }
     }
@@ -65,8 +65,8 @@ fn bytes_spike_fires() {
     let mut st = TokenState::default();
     steady(&mut st, &c, 60);
     let f = st.observe(&c, &obs(200, 5_000_000, "/", [10, 0, 0, 1], b"ua"), T0 + 61_000);
-    assert!(f.has(BYTES_SPIKE));
-    assert!(!f.has(RATE_SPIKE));
+    assert!(f.has(AnomalyKind::BytesSpike));
+    assert!(!f.has(AnomalyKind::RateSpike));
 }
 
 #[test]
@@ -78,9 +78,9 @@ fn new_ip_prefix_and_user_agent() {
     let f = st.observe(&c, &obs(200, 500, "/", [10, 0, 0, 77], b"ua"), T0 + 31_000);
     assert!(f.is_empty());
     let f = st.observe(&c, &obs(200, 500, "/", [192, 0, 2, 1], b"ua"), T0 + 31_100);
-    assert!(f.has(NEW_IP_PREFIX));
+    assert!(f.has(AnomalyKind::NewIpPrefix));
     let f = st.observe(&c, &obs(200, 500, "/", [10, 0, 0, 1], b"curl/8"), T0 + 31_200);
-    assert!(f.has(NEW_USER_AGENT));
+    assert!(f.has(AnomalyKind::NewUserAgent));
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn auth_failure_burst_and_scan() {
     for k in 0..6 {
         auth |= st
             .observe(&c, &obs(401, 10, "/", [10, 0, 0, 1], b"ua"), T0 + k)
-            .has(AUTH_FAILURE_BURST);
+            .has(AnomalyKind::AuthFailureBurst);
     }
     assert!(auth);
     let mut st = TokenState::default();
@@ -99,7 +99,7 @@ fn auth_failure_burst_and_scan() {
     for k in 0..8 {
         scan |= st
             .observe(&c, &obs(404, 10, &format!("/p{k}"), [10, 0, 0, 1], b"ua"), T0 + k)
-            .has(SCAN);
+            .has(AnomalyKind::Scan);
     }
     assert!(scan);
     // The same 404 path repeated is not a scan.
@@ -107,7 +107,7 @@ fn auth_failure_burst_and_scan() {
     for k in 0..20 {
         assert!(!st
             .observe(&c, &obs(404, 10, "/same", [10, 0, 0, 1], b"ua"), T0 + k)
-            .has(SCAN));
+            .has(AnomalyKind::Scan));
     }
 }
 
@@ -119,10 +119,10 @@ fn off_hours() {
     for k in 0..150 {
         assert!(!st
             .observe(&c, &obs(200, 10, "/", [10, 0, 0, 1], b"ua"), T0 + k * 10_000)
-            .has(OFF_HOURS));
+            .has(AnomalyKind::OffHours));
     }
     let f = st.observe(&c, &obs(200, 10, "/", [10, 0, 0, 1], b"ua"), T0 + 12 * 3_600_000);
-    assert!(f.has(OFF_HOURS));
+    assert!(f.has(AnomalyKind::OffHours));
 }
 
 #[test]

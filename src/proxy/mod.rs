@@ -22,7 +22,7 @@ mod respond;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -36,10 +36,10 @@ use crate::anomaly::Detector;
 use crate::config::AuthMode;
 use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
-use crate::session_log::{SessionLogger, SessionRecord};
+use crate::session_log::{RecordDraft, SessionLogger};
 use crate::tenants::{Tenant, TenantTable};
 use crate::tls::SniInfo;
-use crate::token::{self, Credential, Keyring, PartA, TokenError, TokenId};
+use crate::token::{self, Credential, Keyring, PartA, TokenId, VerifyResult};
 
 pub use headers::bearer as bearer_value;
 pub use respond::Refusal;
@@ -62,8 +62,8 @@ pub struct Ctx {
     tenant: Option<usize>,
     credential: Option<Credential>,
     token_id: Option<TokenId>,
-    /// Verification outcome label (see `metrics::VERIFY_RESULTS`), if a token was checked.
-    verify: Option<&'static str>,
+    /// Verification outcome, if a token was checked.
+    verify: Option<VerifyResult>,
     /// Why the request was refused by Tessera itself (for logs).
     refusal: Option<Refusal>,
     request_id: Option<HeaderValue>,
@@ -77,12 +77,6 @@ impl Ctx {
     fn tenant<'a>(&self, p: &'a Proxy) -> Option<&'a Tenant> {
         self.tenant.and_then(|i| p.tenants.get(i))
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Proxy {
@@ -131,19 +125,19 @@ impl Proxy {
     async fn authenticate(&self, session: &Session, tenant: &Tenant, ctx: &mut Ctx) -> Result<Credential, Refusal> {
         let auth = session.req_header().headers.get(http::header::AUTHORIZATION);
         let Some(part_a) = auth.and_then(|v| headers::bearer(v.as_bytes())) else {
-            return Err(Refusal::Token("missing"));
+            return Err(Refusal::Token(VerifyResult::Missing));
         };
-        let part_a = PartA::parse(part_a).map_err(|e| Refusal::Token(e.label()))?;
+        let part_a = PartA::parse(part_a).map_err(|e| Refusal::Token(e.into()))?;
         ctx.token_id = Some(part_a.id);
         if part_a.tenant_tag != tenant.tag {
-            return Err(Refusal::Token(TokenError::WrongTenant.label()));
+            return Err(Refusal::Token(VerifyResult::WrongTenant));
         }
         if self.anomaly.is_quarantined(tenant.index, &part_a.id) {
-            return Err(Refusal::Token("quarantined"));
+            return Err(Refusal::Token(VerifyResult::Quarantined));
         }
         let record = match self.store.get(&tenant.id, &part_a.id).await {
             Ok(Some(r)) => r,
-            Ok(None) => return Err(Refusal::Token(TokenError::Unknown.label())),
+            Ok(None) => return Err(Refusal::Token(VerifyResult::Unknown)),
             Err(StoreError::Unavailable(why)) | Err(StoreError::Embedded { reason: why, .. }) => {
                 // The outage itself is logged once by the store (tracker); per request: debug.
                 log::debug!(
@@ -155,7 +149,7 @@ impl Proxy {
             }
         };
         let keyring = self.keyring.load();
-        token::reconstruct(&keyring, &tenant.id, &part_a, &record, unix_now()).map_err(|e| Refusal::Token(e.label()))
+        token::reconstruct(&keyring, &tenant.id, &part_a, &record, crate::clock::unix_secs()).map_err(|e| Refusal::Token(e.into()))
     }
 }
 
@@ -189,14 +183,9 @@ impl ProxyHttp for Proxy {
                 match self.tenants.get(t) {
                     Some(tenant) if tenant.auth == AuthMode::SplitToken => {
                         let res = self.authenticate(session, tenant, ctx).await;
-                        let label = match &res {
-                            Ok(_) => "ok",
-                            Err(Refusal::StoreUnavailable) => "store_unavailable",
-                            Err(Refusal::Token(l)) => l,
-                            Err(_) => "malformed",
-                        };
-                        ctx.verify = Some(label);
-                        tenant.metrics.verification(label);
+                        let result = res.as_ref().map_or_else(Refusal::verify_result, |_| VerifyResult::Ok);
+                        ctx.verify = Some(result);
+                        tenant.metrics.verification(result);
                         res.map(|c| ctx.credential = Some(c))
                     }
                     _ => Ok(()),
@@ -365,7 +354,7 @@ impl ProxyHttp for Proxy {
             path: req.uri.path(),
         });
         if self.sessions.enabled() {
-            self.sessions.log(SessionRecord::new(
+            self.sessions.log(RecordDraft::capture(
                 tenant,
                 ctx.token_id,
                 ip,

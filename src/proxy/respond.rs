@@ -8,6 +8,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use serde_json::json;
 
+use crate::token::VerifyResult;
+
 /// Why Tessera answered a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -17,8 +19,8 @@ pub enum Refusal {
     NoTenant,
     /// SNI and Host name different tenants.
     Misdirected,
-    /// Part A missing or refused; the label says why.
-    Token(&'static str),
+    /// Part A missing or refused; the result says why.
+    Token(VerifyResult),
     /// The fragment store cannot answer: fail closed.
     StoreUnavailable,
     /// The upstream failed (502) or sent an error Pingora surfaced.
@@ -34,10 +36,19 @@ impl Refusal {
             Refusal::NoHost => "no_host",
             Refusal::NoTenant => "no_tenant",
             Refusal::Misdirected => "misdirected",
-            Refusal::Token(l) => l,
+            Refusal::Token(v) => v.label(),
             Refusal::StoreUnavailable => "store_unavailable",
             Refusal::Upstream(_) => "upstream_error",
             Refusal::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// The verification outcome a refusal of a checked request is counted as.
+    pub fn verify_result(&self) -> VerifyResult {
+        match self {
+            Refusal::Token(v) => *v,
+            Refusal::StoreUnavailable => VerifyResult::StoreUnavailable,
+            _ => VerifyResult::Malformed,
         }
     }
 
@@ -89,7 +100,7 @@ pub async fn refuse(session: &mut Session, r: Refusal, request_id: Option<&Heade
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     match r {
-        Refusal::Token("missing") => {
+        Refusal::Token(VerifyResult::Missing) => {
             resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer realm=\"tessera\"")?;
         }
         Refusal::Token(_) => {
