@@ -134,3 +134,61 @@ fn state_is_small() {
         std::mem::size_of::<TokenState>()
     );
 }
+
+/// Two tenants with their own `max_tracked_tokens`: the small one holds at most its cap, the
+/// large one keeps everything although the small one is flooded.
+#[test]
+fn each_tenant_honours_its_own_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::demo::certs::DemoCa::new("t").unwrap();
+    let (cert, key) = ca.issue(&["a.example", "b.example"]).unwrap().write(dir.path(), "ab").unwrap();
+    let yaml = format!(
+        "listen: {{ https: \"127.0.0.1:0\" }}\nstore: {{ kind: embedded, path: \"{}\" }}\ntenants:\n  \
+         - {{ id: small, hostnames: [a.example], cert: \"{c}\", key: \"{k}\", upstream: \"http://127.0.0.1:9\", anomaly: {{ max_tracked_tokens: 40 }} }}\n  \
+         - {{ id: large, hostnames: [b.example], cert: \"{c}\", key: \"{k}\", upstream: \"http://127.0.0.1:9\", anomaly: {{ max_tracked_tokens: 1000 }} }}\n",
+        dir.path().join("s.redb").display(),
+        c = cert.display(),
+        k = key.display(),
+    );
+    let cfg = crate::config::Config::from_yaml(&yaml, &dir.path().join("t.yaml")).unwrap();
+    let table = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream).unwrap());
+    let d = Detector::new(table.clone());
+    let see = |tenant: usize, n: u8, k: u8| {
+        let id = TokenId([n, k, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
+        d.observe_at(
+            &Observation {
+                tenant: table.get(tenant).unwrap(),
+                token_id: Some(&id),
+                verify: Some(VerifyResult::Ok),
+                ip: None,
+                user_agent: None,
+                status: 200,
+                bytes_out: 1,
+                path: "/",
+            },
+            T0,
+        );
+    };
+    for n in 0..=255u8 {
+        see(1, n, 1);
+    }
+    for k in 2..10u8 {
+        for n in 0..=255u8 {
+            see(0, n, k);
+        }
+    }
+    assert!(d.tracked(0) <= 40, "small tenant holds {} tokens", d.tracked(0));
+    assert!(d.tracked(0) >= 20, "small tenant holds only {} tokens", d.tracked(0));
+    assert_eq!(d.tracked(1), 256, "the small tenant's flood evicted the large tenant's tokens");
+    d.sweep();
+    assert_eq!(table.get(0).unwrap().metrics.tracked_tokens.get(), d.tracked(0) as i64);
+    assert_eq!(table.get(1).unwrap().metrics.tracked_tokens.get(), 256);
+}
+
+#[test]
+fn bad_token_use_triggers() {
+    for r in VerifyResult::ALL {
+        let expected = matches!(r.label(), "revoked" | "unknown" | "expired" | "tampered" | "wrong_tenant" | "quarantined");
+        assert_eq!(r.is_bad_token_use(), expected, "{r}");
+    }
+}

@@ -322,6 +322,13 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    /// What Pingora's own error lines ("Fail to proxy: …") say about the request: method, path
+    /// and host with query values redacted and Part-A-shaped text scrubbed (the default prints
+    /// the raw path and Host).
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        crate::session_log::request_summary(session.req_header())
+    }
+
     /// Runs once per request, whatever happened. Never awaits I/O.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         ctx.credential = None;

@@ -737,6 +737,84 @@ mod tests {
         assert!(!path.with_extension("3").exists(), "keeps only file_keep rotated files");
     }
 
+    /// A Part-A-shaped string: `tsr_` + 78 base62 (checksum not needed to be scrubbed).
+    fn part_a_like(c: char) -> String {
+        format!("tsr_{}", c.to_string().repeat(PART_A_BODY))
+    }
+
+    #[test]
+    fn scrub_replaces_part_a_shapes_anywhere() {
+        let a = part_a_like('Q');
+        assert_eq!(scrub_part_a("/v1/x"), "/v1/x");
+        assert!(matches!(scrub_part_a("/v1/tsr_short_x"), Cow::Borrowed(_)));
+        assert_eq!(scrub_part_a(&a), PART_A_REDACTED);
+        assert_eq!(scrub_part_a(&format!("/p/{a}/q")), format!("/p/{PART_A_REDACTED}/q"));
+        // Glued to other text, prefix case changed, longer run, twice, next to UTF-8.
+        assert_eq!(scrub_part_a(&format!("x{a}9")), format!("x{PART_A_REDACTED}"));
+        assert_eq!(
+            scrub_part_a(&format!("é{}é", a.replace("tsr_", "TSR_"))),
+            format!("é{PART_A_REDACTED}é")
+        );
+        assert_eq!(
+            scrub_part_a(&format!("{a} {a}")),
+            format!("{PART_A_REDACTED} {PART_A_REDACTED}")
+        );
+        // One base62 short of a Part A is kept.
+        let short = &a[..a.len() - 1];
+        assert_eq!(scrub_part_a(short), short);
+        // A real Part A, as minted.
+        let ring = crate::token::Keyring::parse(&format!("k1 {}", "11".repeat(32))).unwrap();
+        let meta = crate::token::TokenMeta {
+            label: "t".into(),
+            created_at: 1,
+            expires_at: None,
+            header: "Authorization".into(),
+            scheme: "Bearer".into(),
+            replaces: None,
+        };
+        let real = crate::token::mint(&ring, "acme", b"upstream", &meta).unwrap().part_a;
+        assert!(!scrub_part_a(&format!("ua {}", real.as_str())).contains(&real[4..]));
+    }
+
+    #[test]
+    fn record_fields_are_scrubbed_in_the_writer() {
+        let a = part_a_like('z');
+        let draft = RecordDraft {
+            ts: 1,
+            tenant: Arc::from("acme"),
+            token_id: None,
+            ip: None,
+            user_agent: Some(HeaderValue::from_str(&format!("agent/{a}")).unwrap()),
+            method: http::Method::GET,
+            uri: format!("/v1/{a}/x?k={a}&{a}=1&{a}").parse().unwrap(),
+            host: Some(HeaderValue::from_str(&format!("{a}.example")).unwrap()),
+            status: 401,
+            upstream_status: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            elapsed: Duration::ZERO,
+            request_id: Some(HeaderValue::from_str(&a).unwrap()),
+            verify: Some(VerifyResult::Malformed),
+            refusal: Some("malformed"),
+            flags: Flags::default(),
+        };
+        let rec = draft.finish();
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(!json.contains(&a[4..]), "{json}");
+        assert_eq!(rec.path, format!("/v1/{PART_A_REDACTED}/x?k=*&{PART_A_REDACTED}=*&{PART_A_REDACTED}"));
+        assert_eq!(rec.request_id, PART_A_REDACTED);
+        assert!(json.contains("\"verify\":\"malformed\""), "{json}");
+    }
+
+    /// A Part A cut by the length cap must not leave its first half behind.
+    #[test]
+    fn scrub_runs_before_truncation() {
+        let a = part_a_like('k');
+        let pq = format!("/{}{a}", "p".repeat(MAX_PATH - 40));
+        let out = redact_path(&pq);
+        assert!(!out.contains("kkkkkkkkkk"), "{out}");
+    }
+
     #[test]
     fn query_values_redacted() {
         assert_eq!(redact_path("/v1/x?token=abc&flag&b=2"), "/v1/x?token=*&flag&b=*");
