@@ -438,7 +438,10 @@ fn idle_tenant_streams_are_trimmed_and_trim_errors_counted() {
     t.wait_ready();
     let c = t.client(&[HOST]);
     let (_, a) = t.mint("acme", "tok");
-    assert_eq!(c.get(t.url(HOST, "/fresh")).bearer_auth(&a).send().unwrap().status(), 200);
+    assert_eq!(
+        c.get(t.url(HOST, "/fresh")).bearer_auth(&a).send().unwrap().status(),
+        200
+    );
 
     // XTRIM MINID ~ drops whole stream nodes (100 entries each): 250 → at most 50 left.
     let trimmed = eventually(Duration::from_secs(10), || {
@@ -450,7 +453,9 @@ fn idle_tenant_streams_are_trimmed_and_trim_errors_counted() {
     assert!(trimmed.is_some(), "the idle tenant's stream was never trimmed");
     // Fresh records are kept.
     let acme_len = eventually(Duration::from_secs(5), || {
-        redis.cli(&["XLEN", "tessera:log:acme"]).is_some_and(|n| n.trim() != "0")
+        redis
+            .cli(&["XLEN", "tessera:log:acme"])
+            .is_some_and(|n| n.trim() != "0")
     });
     assert!(acme_len.is_some(), "acme's fresh record is missing");
 

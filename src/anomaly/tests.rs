@@ -141,7 +141,11 @@ fn state_is_small() {
 fn each_tenant_honours_its_own_cap() {
     let dir = tempfile::tempdir().unwrap();
     let ca = crate::demo::certs::DemoCa::new("t").unwrap();
-    let (cert, key) = ca.issue(&["a.example", "b.example"]).unwrap().write(dir.path(), "ab").unwrap();
+    let (cert, key) = ca
+        .issue(&["a.example", "b.example"])
+        .unwrap()
+        .write(dir.path(), "ab")
+        .unwrap();
     let yaml = format!(
         "listen: {{ https: \"127.0.0.1:0\" }}\nstore: {{ kind: embedded, path: \"{}\" }}\ntenants:\n  \
          - {{ id: small, hostnames: [a.example], cert: \"{c}\", key: \"{k}\", upstream: \"http://127.0.0.1:9\", anomaly: {{ max_tracked_tokens: 40 }} }}\n  \
@@ -179,7 +183,11 @@ fn each_tenant_honours_its_own_cap() {
     }
     assert!(d.tracked(0) <= 40, "small tenant holds {} tokens", d.tracked(0));
     assert!(d.tracked(0) >= 20, "small tenant holds only {} tokens", d.tracked(0));
-    assert_eq!(d.tracked(1), 256, "the small tenant's flood evicted the large tenant's tokens");
+    assert_eq!(
+        d.tracked(1),
+        256,
+        "the small tenant's flood evicted the large tenant's tokens"
+    );
     d.sweep();
     assert_eq!(table.get(0).unwrap().metrics.tracked_tokens.get(), d.tracked(0) as i64);
     assert_eq!(table.get(1).unwrap().metrics.tracked_tokens.get(), 256);
@@ -188,7 +196,10 @@ fn each_tenant_honours_its_own_cap() {
 #[test]
 fn bad_token_use_triggers() {
     for r in VerifyResult::ALL {
-        let expected = matches!(r.label(), "revoked" | "unknown" | "expired" | "tampered" | "wrong_tenant" | "quarantined");
+        let expected = matches!(
+            r.label(),
+            "revoked" | "unknown" | "expired" | "tampered" | "wrong_tenant" | "quarantined"
+        );
         assert_eq!(r.is_bad_token_use(), expected, "{r}");
     }
 }

@@ -338,7 +338,13 @@ impl Checker {
 impl Checker {
     /// `value` (or `default` when unset) if it is at least 1; a 0 is reported with the key,
     /// the value and `fix` instead of being silently raised to 1.
-    fn nonzero<T: Copy + PartialEq + Default + fmt::Display>(&mut self, key: &str, value: Option<T>, default: T, fix: &str) -> T {
+    fn nonzero<T: Copy + PartialEq + Default + fmt::Display>(
+        &mut self,
+        key: &str,
+        value: Option<T>,
+        default: T,
+        fix: &str,
+    ) -> T {
         match value {
             Some(v) if v == T::default() => {
                 self.bad(key, format!("{v} is not allowed: {fix}"));

@@ -79,6 +79,9 @@ fn zero_settings_are_refused_not_raised() {
             .lines()
             .find(|l| l.contains(&format!("- {key}:")))
             .unwrap_or_else(|| panic!("{key} missing from:\n{e}"));
-        assert!(line.contains('0') && line.contains("use "), "{key}: no value or fix in {line:?}");
+        assert!(
+            line.contains('0') && line.contains("use "),
+            "{key}: no value or fix in {line:?}"
+        );
     }
 }

@@ -253,7 +253,11 @@ impl StoreFamilies {
                 "Whole-cache clears (flush, disconnect, heartbeat failure).",
             ),
             cache_entries: gauge(r, "tessera_fragment_cache_entries", "Records held in the local cache."),
-            store_up: gauge(r, "tessera_store_up", "1 if the fragment store answered its last check."),
+            store_up: gauge(
+                r,
+                "tessera_store_up",
+                "1 if the fragment store answered its last check.",
+            ),
             tracking_up: gauge(
                 r,
                 "tessera_tracking_up",
@@ -285,7 +289,12 @@ impl SessionLogFamilies {
                 "Session records dropped (channel full or sink error).",
                 &["sink"],
             ),
-            written: counter_vec(r, "tessera_session_log_written_total", "Session records written.", &["sink"]),
+            written: counter_vec(
+                r,
+                "tessera_session_log_written_total",
+                "Session records written.",
+                &["sink"],
+            ),
             trim_errors: counter(
                 r,
                 "tessera_session_log_trim_errors_total",
@@ -313,7 +322,12 @@ impl ProcessFamilies {
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         ProcessFamilies {
-            cert_reloads: counter_vec(r, "tessera_cert_reloads_total", "Certificate reload attempts.", &["result"]),
+            cert_reloads: counter_vec(
+                r,
+                "tessera_cert_reloads_total",
+                "Certificate reload attempts.",
+                &["result"],
+            ),
             tenant_label_overflow: counter(
                 r,
                 "tessera_tenant_label_overflow_total",
@@ -484,7 +498,10 @@ mod tests {
             }
         }
         for (i, r) in VerifyResult::ALL.into_iter().enumerate() {
-            let v = m.verifications.with_label_values(&["unit-test-handles", r.label()]).get();
+            let v = m
+                .verifications
+                .with_label_values(&["unit-test-handles", r.label()])
+                .get();
             assert_eq!(v, i as u64 + 1, "{r}");
         }
         for (i, k) in AnomalyKind::ALL.into_iter().enumerate() {

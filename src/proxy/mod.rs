@@ -149,7 +149,8 @@ impl Proxy {
             }
         };
         let keyring = self.keyring.load();
-        token::reconstruct(&keyring, &tenant.id, &part_a, &record, crate::clock::unix_secs()).map_err(|e| Refusal::Token(e.into()))
+        token::reconstruct(&keyring, &tenant.id, &part_a, &record, crate::clock::unix_secs())
+            .map_err(|e| Refusal::Token(e.into()))
     }
 }
 

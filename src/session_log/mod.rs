@@ -20,13 +20,13 @@
 //! any client-supplied field (path, host, user agent, request id, method) is replaced by
 //! `tsr_[redacted]` before truncation (`scrub_part_a`).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -801,7 +801,10 @@ mod tests {
         let rec = draft.finish();
         let json = serde_json::to_string(&rec).unwrap();
         assert!(!json.contains(&a[4..]), "{json}");
-        assert_eq!(rec.path, format!("/v1/{PART_A_REDACTED}/x?k=*&{PART_A_REDACTED}=*&{PART_A_REDACTED}"));
+        assert_eq!(
+            rec.path,
+            format!("/v1/{PART_A_REDACTED}/x?k=*&{PART_A_REDACTED}=*&{PART_A_REDACTED}")
+        );
         assert_eq!(rec.request_id, PART_A_REDACTED);
         assert!(json.contains("\"verify\":\"malformed\""), "{json}");
     }
