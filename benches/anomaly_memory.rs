@@ -8,7 +8,7 @@
 //!
 //! A real `tessera::anomaly::Detector` over a real `TenantTable` built from a YAML config (one
 //! tenant, demo certificate) is fed `observe` calls as the `logging` phase would make them
-//! for verified requests (verify "ok", status 200, a user agent, a client IP), each with a
+//! for verified requests (`VerifyResult::Ok`, status 200, a user agent, a client IP), each with a
 //! new random token id. VmRSS is read from /proc/self/status before the config is loaded,
 //! after `Detector::new`, after 10 % of the ids and after all of them; tracked states come
 //! from `tessera_anomaly_tracked_tokens` after `Detector::sweep`.
