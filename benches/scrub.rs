@@ -6,8 +6,9 @@
 //!
 //! Compares the hand-written scanner `session_log::scrub_part_a` with the `regex` crate doing
 //! the same replacement (`(?i:tsr)_[0-9A-Za-z]{78,}` → `tsr_[redacted]`), on:
-//! - `clean_path`: a typical path with a query and no Part A (the common case: both borrow);
-//! - `user_agent`: a typical user agent;
+//! - `clean_path`: a 140-byte path with a query, underscores and no Part A (the common case:
+//!   both borrow);
+//! - `user_agent`: a typical user agent (shorter than a Part A: the scanner returns at once);
 //! - `path_with_part_a`: a path that carries one Part A (both allocate the scrubbed copy).
 //!
 //! And where the record work now runs: `record/capture` is what the `logging` phase pays on
@@ -30,7 +31,9 @@ use tessera::session_log::{scrub_part_a, RecordDraft, PART_A_REDACTED};
 use tessera::tenants::TenantTable;
 use tessera::token::{TokenId, VerifyResult};
 
-const CLEAN_PATH: &str = "/v1/customers/cus_8f3a9b2c/orders?status=open&page_size=50&cursor=eyJpZCI6MTIzfQ";
+/// Longer than a Part A (82 bytes), with underscores, so the scanner does its full walk.
+const CLEAN_PATH: &str =
+    "/v1/customers/cus_8f3a9b2c7d/subscription_items/si_4e5f6a7b?status=open&page_size=50&starting_after=sub_sched_1a2b3c&cursor=eyJpZCI6MTIzfQ";
 const USER_AGENT: &str = "zapier-platform-core/15.5.1 node/18.19.0 (linux; x64) axios/1.6.8";
 
 fn bench_scrub(c: &mut Criterion) {

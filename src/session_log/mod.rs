@@ -103,12 +103,18 @@ pub struct SessionRecord {
 /// is required on either side and longer runs are replaced whole, so a Part A glued to other
 /// text, or with a changed prefix case, does not slip through.
 pub fn scrub_part_a(s: &str) -> Cow<'_, str> {
+    // Most fields (user agents, request ids, short paths) cannot hold one at all.
+    if s.len() < PART_A_LEN {
+        return Cow::Borrowed(s);
+    }
     let b = s.as_bytes();
     let mut out: Option<String> = None;
     // `s[..copied]` is already in `out` (or replaced).
     let mut copied = 0;
     let mut i = 0;
-    while let Some(off) = b[i..].iter().position(|&c| c == b'_') {
+    // `str::find(char)` is core's word-at-a-time memchr; `i` is always a char boundary (0 or
+    // just past an ASCII byte).
+    while let Some(off) = s[i..].find('_') {
         let u = i + off;
         i = u + 1;
         if u < 3 || !b[u - 3..u].eq_ignore_ascii_case(b"tsr") {
