@@ -8,7 +8,7 @@
 //!
 //! A real `tessera::anomaly::Detector` over a real `TenantTable` built from a YAML config (one
 //! tenant, demo certificate) is fed `observe` calls as the `logging` phase would make them
-//! for verified requests (verify "ok", status 200, a user agent, a client IP), each with a
+//! for verified requests (`VerifyResult::Ok`, status 200, a user agent, a client IP), each with a
 //! new random token id. VmRSS is read from /proc/self/status before the config is loaded,
 //! after `Detector::new`, after 10 % of the ids and after all of them; tracked states come
 //! from `tessera_anomaly_tracked_tokens` after `Detector::sweep`.
@@ -33,7 +33,7 @@ use tessera::anomaly::{Detector, Observation};
 use tessera::config::Config;
 use tessera::demo::certs::DemoCa;
 use tessera::tenants::TenantTable;
-use tessera::token::TokenId;
+use tessera::token::{TokenId, VerifyResult};
 
 const USER_AGENT: &[u8] = b"acme-integration/2.4.1 (linux; x86_64)";
 
@@ -74,11 +74,11 @@ fn token_id(seed: u64, i: u64) -> TokenId {
     TokenId(b)
 }
 
-/// `tessera_anomaly_tracked_tokens{shard="all"}` as published by the last sweep.
+/// `tessera_anomaly_tracked_tokens{tenant="acme"}` as published by the last sweep.
 fn tracked_tokens() -> i64 {
     let text = String::from_utf8_lossy(&tessera::metrics::global().render()).into_owned();
     text.lines()
-        .filter(|l| l.starts_with("tessera_anomaly_tracked_tokens{") && l.contains("\"all\""))
+        .filter(|l| l.starts_with("tessera_anomaly_tracked_tokens{") && l.contains("tenant=\"acme\""))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .map(|v| v as i64)
         .sum()
@@ -122,7 +122,7 @@ fn child(cap: Option<usize>, ids: u64) -> Result<(), Box<dyn Error>> {
             black_box(detector.observe(&Observation {
                 tenant,
                 token_id: Some(&id),
-                verify: Some("ok"),
+                verify: Some(VerifyResult::Ok),
                 ip: Some(ip),
                 user_agent: Some(USER_AGENT),
                 status: 200,

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod anomaly;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod fragments;

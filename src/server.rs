@@ -191,7 +191,11 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     tls.set_cert_resolver(certs.resolver());
     tls.enable_h2();
 
-    let sessions_store = SessionStore::new(cfg.session_log.clone(), redis.clone());
+    let sessions_store = SessionStore::new(
+        cfg.session_log.clone(),
+        redis.clone(),
+        cfg.tenants.iter().map(|t| t.id.clone()).collect(),
+    );
     let (sessions, writer) = session_log::channel(sessions_store.clone());
     let anomaly = Detector::new(tenants.clone());
 

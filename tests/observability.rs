@@ -73,7 +73,7 @@ fn anomalies_fire_on_crafted_patterns_and_not_on_steady_traffic() {
     steady(&c, &t, &steady_a, 15);
     // Give the last logging phases time to run, so a late detection would show.
     std::thread::sleep(Duration::from_millis(300));
-    for kind in tessera::metrics::ANOMALY_KINDS {
+    for kind in tessera::anomaly::AnomalyKind::ALL.map(|k| k.label()) {
         assert_eq!(anomalies(&t, kind), 0.0, "{kind} fired on steady traffic");
     }
 
@@ -387,4 +387,146 @@ fn full_log_channel_drops_and_counts_but_requests_succeed() {
     assert!(counted.is_some(), "only {dropped} drops counted");
     // Unblock the writer so the process can exit cleanly.
     let _ = std::fs::File::open(&fifo);
+}
+
+/// Start an instance whose `session_log` line gets `extra` settings (the harness writes its
+/// own `session_log: { file: … }` line; a second one would be a duplicate key).
+fn start_with_session_log(setup: &Setup, name: &str, extra: &str) -> Tessera {
+    let ports = Ports::new();
+    let yaml = setup
+        .yaml(&ports, name)
+        .replace("session_log: { file: \"", &format!("session_log: {{ {extra}, file: \""));
+    let cfg = setup.path(&format!("{name}.yaml"));
+    std::fs::write(&cfg, yaml).unwrap();
+    Tessera::spawn(
+        cfg,
+        ports,
+        setup.path(&format!("{name}.log")),
+        setup.path(&format!("{name}.sessions.jsonl")),
+        setup.ca_pem.clone(),
+        setup.admin_token.clone(),
+        &[],
+    )
+}
+
+/// `stream_max_age` applies to every configured tenant's stream, including a tenant that has
+/// not logged anything since start-up; a failing XTRIM is counted and its warning rate-limited.
+#[test]
+fn idle_tenant_streams_are_trimmed_and_trim_errors_counted() {
+    let redis = Redis::start();
+    let up = echo_upstream();
+    let mut setup = Setup::new(vec![
+        TenantSpec::new("acme", &[HOST], up),
+        TenantSpec::new("globex", &["api.globex.example"], up),
+        TenantSpec::new("initech", &["api.initech.example"], up),
+    ]);
+    setup.redis_store(&redis, "");
+    // globex's stream holds 250 entries from 1970 (a previous run); it gets no traffic now.
+    redis
+        .cli(&[
+            "EVAL",
+            "for i = 1, 250 do redis.call('XADD', KEYS[1], '1-' .. i, 'r', '{}') end",
+            "1",
+            "tessera:log:globex",
+        ])
+        .unwrap();
+    assert_eq!(redis.cli(&["XLEN", "tessera:log:globex"]).unwrap().trim(), "250");
+    // initech's stream key holds a string: every XTRIM on it fails with WRONGTYPE.
+    redis.cli(&["SET", "tessera:log:initech", "not a stream"]).unwrap();
+
+    // stream_max_age 10s: trimmed every second.
+    let t = start_with_session_log(&setup, "trim", "stream_max_age: 10s");
+    t.wait_ready();
+    let c = t.client(&[HOST]);
+    let (_, a) = t.mint("acme", "tok");
+    assert_eq!(
+        c.get(t.url(HOST, "/fresh")).bearer_auth(&a).send().unwrap().status(),
+        200
+    );
+
+    // XTRIM MINID ~ drops whole stream nodes (100 entries each): 250 → at most 50 left.
+    let trimmed = eventually(Duration::from_secs(10), || {
+        redis
+            .cli(&["XLEN", "tessera:log:globex"])
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n < 250)
+    });
+    assert!(trimmed.is_some(), "the idle tenant's stream was never trimmed");
+    // Fresh records are kept.
+    let acme_len = eventually(Duration::from_secs(5), || {
+        redis
+            .cli(&["XLEN", "tessera:log:acme"])
+            .is_some_and(|n| n.trim() != "0")
+    });
+    assert!(acme_len.is_some(), "acme's fresh record is missing");
+
+    // Three failing passes are three counted errors, and one warning.
+    let counted = eventually(Duration::from_secs(10), || {
+        t.metric("tessera_session_log_trim_errors_total", &[]) >= 3.0
+    });
+    assert!(counted.is_some(), "failed XTRIMs are not counted");
+    let warnings = t.log_text().matches("XTRIM by stream_max_age failed").count();
+    assert_eq!(warnings, 1, "trim failures must be logged at most once a minute");
+}
+
+/// Finding 7: a client that puts something Part-A-shaped in the path, the query, the user agent
+/// or X-Request-Id must not get it written to session records (file sink, stdout, admin API)
+/// or to Pingora's own error lines.
+#[test]
+fn part_a_shaped_client_text_is_scrubbed_from_records_and_logs() {
+    let up = echo_upstream();
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let setup = Setup::new(vec![
+        TenantSpec::new("acme", &[HOST], up),
+        TenantSpec::new("deadco", &["api.deadco.example"], dead),
+    ]);
+    let t = setup.start("scrub");
+    let (_, a) = t.mint("acme", "upstream-secret-for-scrub");
+    // A second, real Part A that the client leaks in its own request text.
+    let (_, leaked) = t.mint("acme", "other-upstream-secret");
+    let (_, dead_a) = t.mint("deadco", "dead-upstream-secret");
+    let secret = &leaked[4..];
+    let c = t.client(&[HOST, "api.deadco.example"]);
+    let r = c
+        .get(t.url(HOST, &format!("/v1/items/{leaked}/x?token={leaked}&{leaked}")))
+        .bearer_auth(&a)
+        .header("user-agent", format!("bot/1.0 ({leaked})"))
+        .header("x-request-id", leaked.as_str())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The leaked Part A used as the path of a failing upstream request: Pingora logs an error
+    // line with the request summary.
+    let r = c
+        .get(t.url("api.deadco.example", &format!("/{leaked}")))
+        .bearer_auth(&dead_a)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 502);
+
+    let mut rec = None;
+    eventually(Duration::from_secs(5), || {
+        rec = std::fs::read_to_string(&t.sessions)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|r| r["tenant"] == "acme" && r["path"].as_str().is_some_and(|p| p.starts_with("/v1/items/")));
+        rec.is_some()
+    });
+    let rec = rec.expect("session record for the request");
+    assert_eq!(rec["path"], "/v1/items/tsr_[redacted]/x?token=*&tsr_[redacted]");
+    assert_eq!(rec["user_agent"], "bot/1.0 (tsr_[redacted])");
+    assert_eq!(rec["request_id"], "tsr_[redacted]");
+    let (s, v) = t.admin_call("GET", "/v1/tenants/acme/sessions?limit=100", None);
+    assert_eq!(s, 200);
+    let api = v.to_string();
+    assert!(api.contains("/v1/items/tsr_[redacted]/x"), "{api}");
+    assert!(!api.contains(secret), "Part A leaked through the admin API: {api}");
+    // The failing request's error line was written (so the check below means something).
+    assert!(
+        eventually(Duration::from_secs(5), || t.log_text().contains("Fail to proxy")).is_some(),
+        "no Pingora error line for the failed upstream"
+    );
+    assert!(t.log_text().contains("/tsr_[redacted]"));
+    assert_not_in_files(&[t.sessions.as_path(), t.log.as_path()], &[secret]);
 }

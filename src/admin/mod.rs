@@ -22,7 +22,6 @@ mod route;
 mod tokens;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -35,6 +34,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::anomaly::Detector;
+pub(crate) use crate::clock::unix_secs as now;
 use crate::config::{AdminToken, Scope};
 use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
@@ -72,12 +72,6 @@ pub(crate) fn store_err(e: StoreError) -> Reply {
         "store_unavailable",
         "the fragment store did not answer; retry",
     )
-}
-
-pub(crate) fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 pub(crate) fn rfc3339(t: i64) -> String {

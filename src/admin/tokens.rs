@@ -150,7 +150,7 @@ impl AdminState {
             "admin: {} minted token_id={} tenant={tenant} label={:?}",
             caller.name,
             minted.id,
-            meta.label
+            crate::session_log::scrub_part_a(&meta.label)
         );
         Reply(
             StatusCode::CREATED,

@@ -2,8 +2,10 @@
 //!
 //! `observe` runs in the `logging` phase of every request (after the response is sent), and
 //! `is_quarantined` in `request_filter` (an atomic load when nothing is quarantined). State is
-//! one small struct per (tenant, token id) in a bounded cache (`anomaly.max_tracked_tokens`,
-//! least-recently-used tokens are forgotten), so memory stays flat however many tokens are seen.
+//! one small struct per token in a bounded cache per tenant, sized by that tenant's
+//! `anomaly.max_tracked_tokens` (least-recently-used tokens are forgotten), so memory stays
+//! flat however many tokens are seen, and one busy tenant cannot evict another's history.
+//! `tessera_anomaly_tracked_tokens{tenant}` shows each tenant's count.
 //!
 //! Detectors (names are the `kind` label of `tessera_anomalies_total`):
 //! - `rate_spike`, `bytes_spike`: requests / response bytes in the current window against an
@@ -27,55 +29,118 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::{AnomalyAction, AnomalyConf};
-use crate::metrics::ANOMALY_KINDS;
 use crate::tenants::{Tenant, TenantTable};
-use crate::token::TokenId;
+use crate::token::{TokenId, VerifyResult};
 
-pub const RATE_SPIKE: usize = 0;
-pub const BYTES_SPIKE: usize = 1;
-pub const NEW_IP_PREFIX: usize = 2;
-pub const NEW_USER_AGENT: usize = 3;
-pub const AUTH_FAILURE_BURST: usize = 4;
-pub const SCAN: usize = 5;
-pub const BAD_TOKEN_USE: usize = 6;
-pub const OFF_HOURS: usize = 7;
+/// What a detector found. The discriminant is the bit in `Flags` and the index of the
+/// per-tenant metric handle; `label` is the `kind` label and the session record value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnomalyKind {
+    RateSpike,
+    BytesSpike,
+    NewIpPrefix,
+    NewUserAgent,
+    AuthFailureBurst,
+    Scan,
+    BadTokenUse,
+    OffHours,
+}
 
-/// A set of anomaly kinds (bit i = `ANOMALY_KINDS[i]`).
+impl AnomalyKind {
+    /// Every kind, in index order (`self as usize`).
+    pub const ALL: [AnomalyKind; 8] = [
+        AnomalyKind::RateSpike,
+        AnomalyKind::BytesSpike,
+        AnomalyKind::NewIpPrefix,
+        AnomalyKind::NewUserAgent,
+        AnomalyKind::AuthFailureBurst,
+        AnomalyKind::Scan,
+        AnomalyKind::BadTokenUse,
+        AnomalyKind::OffHours,
+    ];
+    /// Number of kinds (size of per-tenant handle arrays).
+    pub const COUNT: usize = AnomalyKind::ALL.len();
+
+    /// The `kind` label of `tessera_anomalies_total`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            AnomalyKind::RateSpike => "rate_spike",
+            AnomalyKind::BytesSpike => "bytes_spike",
+            AnomalyKind::NewIpPrefix => "new_ip_prefix",
+            AnomalyKind::NewUserAgent => "new_user_agent",
+            AnomalyKind::AuthFailureBurst => "auth_failure_burst",
+            AnomalyKind::Scan => "scan",
+            AnomalyKind::BadTokenUse => "bad_token_use",
+            AnomalyKind::OffHours => "off_hours",
+        }
+    }
+
+    /// Index into per-kind arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    const fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// A set of anomaly kinds (bit i = `AnomalyKind::ALL[i]`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Flags(pub u16);
 
 impl Flags {
-    pub fn set(&mut self, kind: usize) {
-        self.0 |= 1 << kind;
+    /// The set holding exactly `kinds`.
+    pub const fn of(kinds: &[AnomalyKind]) -> Flags {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < kinds.len() {
+            bits |= kinds[i].bit();
+            i += 1;
+        }
+        Flags(bits)
     }
-    pub fn has(&self, kind: usize) -> bool {
-        self.0 & (1 << kind) != 0
+    pub fn set(&mut self, kind: AnomalyKind) {
+        self.0 |= kind.bit();
+    }
+    pub fn has(&self, kind: AnomalyKind) -> bool {
+        self.0 & kind.bit() != 0
     }
     pub fn is_empty(&self) -> bool {
         self.0 == 0
     }
+    /// The kinds in the set, in index order.
+    pub fn kinds(self) -> impl Iterator<Item = AnomalyKind> {
+        AnomalyKind::ALL.into_iter().filter(move |k| self.has(*k))
+    }
     /// Kind names, for session records.
-    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        ANOMALY_KINDS
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.has(*i))
-            .map(|(_, n)| *n)
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        self.kinds().map(AnomalyKind::label)
+    }
+    const fn and(self, other: Flags) -> Flags {
+        Flags(self.0 & other.0)
     }
 }
+
+/// Kinds counted once per rate/bytes window.
+const WINDOW_KINDS: Flags = Flags::of(&[AnomalyKind::RateSpike, AnomalyKind::BytesSpike]);
+/// Kinds counted once per minute.
+const MINUTE_KINDS: Flags = Flags::of(&[AnomalyKind::AuthFailureBurst, AnomalyKind::Scan, AnomalyKind::OffHours]);
+/// Kinds reported on every request that shows them.
+const REQUEST_KINDS: Flags = Flags::of(&[AnomalyKind::NewIpPrefix, AnomalyKind::NewUserAgent]);
 
 /// What `logging` knows about a finished request.
 pub struct Observation<'a> {
     pub tenant: &'a Tenant,
     pub token_id: Option<&'a TokenId>,
-    pub verify: Option<&'static str>,
+    pub verify: Option<VerifyResult>,
     pub ip: Option<IpAddr>,
     pub user_agent: Option<&'a [u8]>,
     pub status: u16,
@@ -177,11 +242,21 @@ fn remember(set: &mut Vec<u64>, h: u64, cap: usize) -> bool {
 }
 
 impl TokenState {
-    /// Update with one request at time `now_ms` (Unix milliseconds); returns what fired.
+    /// Update with one request at time `now_ms` (Unix milliseconds); returns what fired, each
+    /// kind at most once per window (rate/bytes) or minute (the others).
     fn observe(&mut self, c: &AnomalyConf, o: &Obs<'_>, now_ms: u64) -> Flags {
         let mut f = Flags::default();
-        let window_ms = (c.window.as_millis() as u64).max(1);
-        let window = now_ms / window_ms;
+        self.spikes(c, o, now_ms, &mut f);
+        self.newcomers(c, o, &mut f);
+        self.minute_bursts(c, o, now_ms, &mut f);
+        self.off_hours(c, now_ms, &mut f);
+        self.once(f)
+    }
+
+    /// `rate_spike`, `bytes_spike`: roll the window, compare it with the EWMA of past ones.
+    fn spikes(&mut self, c: &AnomalyConf, o: &Obs<'_>, now_ms: u64, f: &mut Flags) {
+        // Config refuses windows under 1 ms, so the division is safe.
+        let window = now_ms / (c.window.as_millis() as u64).max(1);
         if window != self.window {
             if self.window != 0 {
                 self.rate.push(self.win_count as f64);
@@ -205,30 +280,36 @@ impl TokenState {
             let z = self.rate.z(self.win_count as f64, 1.0);
             score = score.max(z);
             if z > c.z_threshold && self.win_count as f64 > c.rate_floor {
-                f.set(RATE_SPIKE);
+                f.set(AnomalyKind::RateSpike);
             }
             let zb = self.bytes.z(self.win_bytes as f64, 1024.0);
             score = score.max(zb);
             if zb > c.z_threshold && self.win_bytes as f64 > c.bytes_floor {
-                f.set(BYTES_SPIKE);
+                f.set(AnomalyKind::BytesSpike);
             }
         }
         self.last_score = score;
+    }
 
+    /// `new_ip_prefix`, `new_user_agent`, once the token has `min_history` requests.
+    fn newcomers(&mut self, c: &AnomalyConf, o: &Obs<'_>, f: &mut Flags) {
         let seasoned = self.requests >= c.min_history;
         self.requests += 1;
         if let Some(ip) = o.ip {
             let h = ip_prefix(ip, c.ip_prefix_v4, c.ip_prefix_v6);
             if remember(&mut self.ips, h, KNOWN_IPS) && seasoned {
-                f.set(NEW_IP_PREFIX);
+                f.set(AnomalyKind::NewIpPrefix);
             }
         }
         if let Some(ua) = o.user_agent {
             if remember(&mut self.uas, hash64(ua), KNOWN_UAS) && seasoned {
-                f.set(NEW_USER_AGENT);
+                f.set(AnomalyKind::NewUserAgent);
             }
         }
+    }
 
+    /// `auth_failure_burst`, `scan`: counters over the current minute.
+    fn minute_bursts(&mut self, c: &AnomalyConf, o: &Obs<'_>, now_ms: u64, f: &mut Flags) {
         let minute = now_ms / 60_000;
         if minute != self.minute {
             self.minute = minute;
@@ -241,7 +322,7 @@ impl TokenState {
         if matches!(o.status, 401 | 403) {
             self.min_auth_fail += 1;
             if u64::from(self.min_auth_fail) >= c.auth_failure_burst && self.min_auth_fail * 2 > self.min_responses {
-                f.set(AUTH_FAILURE_BURST);
+                f.set(AnomalyKind::AuthFailureBurst);
             }
         }
         if o.status == 404 {
@@ -250,10 +331,13 @@ impl TokenState {
                 self.min_404_paths.push(o.path_hash);
             }
             if self.min_404_paths.len() as u64 >= c.scan_distinct_404 {
-                f.set(SCAN);
+                f.set(AnomalyKind::Scan);
             }
         }
+    }
 
+    /// `off_hours`: an hour of the week holding < 1 % of the token's history.
+    fn off_hours(&mut self, c: &AnomalyConf, now_ms: u64, f: &mut Flags) {
         if self.hours.is_empty() {
             self.hours = vec![0u8; 168].into_boxed_slice();
         }
@@ -261,7 +345,7 @@ impl TokenState {
         if u64::from(self.hours_total) >= c.off_hours_min_history {
             let share = f64::from(self.hours[how]) / f64::from(self.hours_total.max(1));
             if share < 0.01 {
-                f.set(OFF_HOURS);
+                f.set(AnomalyKind::OffHours);
             }
         }
         if self.hours[how] == u8::MAX {
@@ -275,16 +359,17 @@ impl TokenState {
         }
         self.hours[how] += 1;
         self.hours_total += 1;
+    }
 
-        // Count each kind once per window (rate/bytes) or minute (the others).
-        let window_kinds = Flags(f.0 & ((1 << RATE_SPIKE) | (1 << BYTES_SPIKE)));
-        let minute_kinds = Flags(f.0 & ((1 << AUTH_FAILURE_BURST) | (1 << SCAN) | (1 << OFF_HOURS)));
-        let new_window = Flags(window_kinds.0 & !self.fired_window);
-        let new_minute = Flags(minute_kinds.0 & !self.fired_minute);
+    /// Drop kinds already reported in this window (rate/bytes) or minute (the others).
+    fn once(&mut self, f: Flags) -> Flags {
+        let window_kinds = f.and(WINDOW_KINDS);
+        let minute_kinds = f.and(MINUTE_KINDS);
+        let new_window = window_kinds.0 & !self.fired_window;
+        let new_minute = minute_kinds.0 & !self.fired_minute;
         self.fired_window |= window_kinds.0;
         self.fired_minute |= minute_kinds.0;
-        let per_request = f.0 & ((1 << NEW_IP_PREFIX) | (1 << NEW_USER_AGENT));
-        Flags(new_window.0 | new_minute.0 | per_request)
+        Flags(new_window | new_minute | f.and(REQUEST_KINDS).0)
     }
 }
 
@@ -297,31 +382,67 @@ struct Obs<'a> {
     path_hash: u64,
 }
 
+/// One tenant's detector state, sized by that tenant's `anomaly.max_tracked_tokens`.
+struct TenantStates {
+    tokens: quick_cache::sync::Cache<TokenId, Arc<Mutex<TokenState>>>,
+    /// Max score since the last sweep (f64 bits; scores ≥ 0).
+    max_score: AtomicU64,
+}
+
+impl TenantStates {
+    /// A bounded cache that never holds more than `cap` tokens. quick_cache splits its
+    /// capacity over shards, rounding each shard up; pick the shard count here and round the
+    /// capacity down to a multiple of it so the sum of the shard caps is at most `cap`.
+    fn new(cap: usize) -> TenantStates {
+        let cap = cap.max(1); // config refuses 0; a 0-capacity cache would track nothing
+        let parallel = std::thread::available_parallelism().map_or(4, |n| n.get()) * 4;
+        let mut shards = 1usize;
+        while shards * 2 <= parallel && cap / (shards * 2) >= 32 {
+            shards *= 2;
+        }
+        let items = cap - cap % shards;
+        let tokens = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(items as u64)
+            .shards(shards)
+            .build()
+            .map(|opts| {
+                quick_cache::sync::Cache::with_options(
+                    opts,
+                    quick_cache::UnitWeighter,
+                    Default::default(),
+                    Default::default(),
+                )
+            })
+            // The builder only fails when a capacity is unset; both are set above.
+            .unwrap_or_else(|_| quick_cache::sync::Cache::new(items));
+        TenantStates {
+            tokens,
+            max_score: AtomicU64::new(0),
+        }
+    }
+}
+
 /// Anomaly detector shared by all proxy threads.
 pub struct Detector {
     tenants: Arc<TenantTable>,
-    states: quick_cache::sync::Cache<(u32, TokenId), Arc<Mutex<TokenState>>>,
+    /// Indexed like `tenants`.
+    states: Vec<TenantStates>,
     quarantine: RwLock<HashSet<(usize, TokenId)>>,
     quarantined: AtomicUsize,
-    /// Per-tenant max score since the last sweep (f64 bits; scores ≥ 0).
-    max_score: Vec<AtomicU64>,
 }
 
 impl Detector {
     pub fn new(tenants: Arc<TenantTable>) -> Arc<Detector> {
-        let cap = tenants
+        let states = tenants
             .iter()
-            .map(|t| t.anomaly.max_tracked_tokens)
-            .max()
-            .unwrap_or(100_000)
-            .max(16);
-        let n = tenants.len();
+            .map(|t| TenantStates::new(t.anomaly.max_tracked_tokens))
+            .collect();
         Arc::new(Detector {
             tenants,
-            states: quick_cache::sync::Cache::new(cap),
+            states,
             quarantine: RwLock::new(HashSet::new()),
             quarantined: AtomicUsize::new(0),
-            max_score: (0..n).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -351,12 +472,14 @@ impl Detector {
             .unwrap_or_default()
     }
 
+    /// Tokens with detector state held for a tenant (at most its `max_tracked_tokens`).
+    pub fn tracked(&self, tenant: usize) -> usize {
+        self.states.get(tenant).map_or(0, |s| s.tokens.len())
+    }
+
     /// Feed one finished request; returns the anomalies it raised (already counted).
     pub fn observe(&self, o: &Observation<'_>) -> Flags {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.observe_at(o, now_ms)
+        self.observe_at(o, crate::clock::unix_ms())
     }
 
     fn observe_at(&self, o: &Observation<'_>, now_ms: u64) -> Flags {
@@ -365,62 +488,65 @@ impl Detector {
             return Flags::default();
         }
         let mut flags = Flags::default();
-        if matches!(
-            o.verify,
-            Some("revoked" | "unknown" | "expired" | "tampered" | "wrong_tenant" | "quarantined")
-        ) {
-            flags.set(BAD_TOKEN_USE);
+        if o.verify.is_some_and(VerifyResult::is_bad_token_use) {
+            flags.set(AnomalyKind::BadTokenUse);
         }
         // Only tokens that verified carry per-token history; failed ones would let anyone
         // grow the state table with random ids.
-        if let (Some(id), Some("ok")) = (o.token_id, o.verify) {
-            let key = (o.tenant.index as u32, *id);
-            let state = self
-                .states
-                .get_or_insert_with(&key, || Ok::<_, ()>(Arc::default()))
-                .unwrap_or_default();
-            let obs = Obs {
-                ip: o.ip,
-                user_agent: o.user_agent,
-                status: o.status,
-                bytes_out: o.bytes_out,
-                path_hash: if o.status == 404 { hash64(o.path) } else { 0 },
-            };
-            if let Ok(mut st) = state.lock() {
-                flags.0 |= st.observe(c, &obs, now_ms).0;
-                if let Some(m) = self.max_score.get(o.tenant.index) {
-                    m.fetch_max(st.last_score.max(0.0).to_bits(), Ordering::Relaxed);
-                }
-            }
-            if c.action == AnomalyAction::Block && !Flags(flags.0 & !(1 << BAD_TOKEN_USE)).is_empty() {
-                if let Ok(mut q) = self.quarantine.write() {
-                    if q.insert((o.tenant.index, *id)) {
-                        log::warn!("tenant={} token_id={id} quarantined by anomaly detection", o.tenant.id);
-                    }
-                    self.quarantined.store(q.len(), Ordering::Release);
-                }
+        if let (Some(id), Some(VerifyResult::Ok), Some(ts)) = (o.token_id, o.verify, self.states.get(o.tenant.index)) {
+            flags.0 |= Self::observe_token(ts, c, o, id, now_ms).0;
+            if c.action == AnomalyAction::Block && !flags.and(Flags(!AnomalyKind::BadTokenUse.bit())).is_empty() {
+                self.hold(o.tenant, id);
             }
         }
-        for k in 0..ANOMALY_KINDS.len() {
-            if flags.has(k) {
-                o.tenant.metrics.anomaly(k);
-            }
+        for k in flags.kinds() {
+            o.tenant.metrics.anomaly(k);
         }
         flags
     }
 
-    /// Publish per-tenant max scores and the tracked-token count; reset the maxima.
+    /// Run the per-token detectors and fold the score into the tenant's maximum.
+    fn observe_token(ts: &TenantStates, c: &AnomalyConf, o: &Observation<'_>, id: &TokenId, now_ms: u64) -> Flags {
+        let state = ts
+            .tokens
+            .get_or_insert_with(id, || Ok::<_, ()>(Arc::default()))
+            .unwrap_or_default();
+        let obs = Obs {
+            ip: o.ip,
+            user_agent: o.user_agent,
+            status: o.status,
+            bytes_out: o.bytes_out,
+            path_hash: if o.status == 404 { hash64(o.path) } else { 0 },
+        };
+        let Ok(mut st) = state.lock() else {
+            return Flags::default();
+        };
+        let flags = st.observe(c, &obs, now_ms);
+        ts.max_score
+            .fetch_max(st.last_score.max(0.0).to_bits(), Ordering::Relaxed);
+        flags
+    }
+
+    /// Quarantine a token (`action: block`).
+    fn hold(&self, tenant: &Tenant, id: &TokenId) {
+        if let Ok(mut q) = self.quarantine.write() {
+            if q.insert((tenant.index, *id)) {
+                log::warn!("tenant={} token_id={id} quarantined by anomaly detection", tenant.id);
+            }
+            self.quarantined.store(q.len(), Ordering::Release);
+        }
+    }
+
+    /// Publish per-tenant max scores and tracked-token counts; reset the maxima.
     pub fn sweep(&self) {
         for t in self.tenants.iter() {
-            if let Some(m) = self.max_score.get(t.index) {
-                let v = f64::from_bits(m.swap(0, Ordering::Relaxed));
-                t.metrics.anomaly_score.set(v);
+            if let Some(s) = self.states.get(t.index) {
+                t.metrics
+                    .anomaly_score
+                    .set(f64::from_bits(s.max_score.swap(0, Ordering::Relaxed)));
+                t.metrics.tracked_tokens.set(s.tokens.len() as i64);
             }
         }
-        crate::metrics::global()
-            .tracked_tokens
-            .with_label_values(&["all"])
-            .set(self.states.len() as i64);
     }
 }
 

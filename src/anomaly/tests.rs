@@ -52,7 +52,7 @@ fn rate_spike_fires_once_per_window() {
     let mut fired = 0;
     for k in 0..50 {
         let f = st.observe(&c, &obs(200, 500, "/", [10, 0, 0, 1], b"ua"), t + k);
-        if f.has(RATE_SPIKE) {
+        if f.has(AnomalyKind::RateSpike) {
             fired += 1;
         }
     }
@@ -65,8 +65,8 @@ fn bytes_spike_fires() {
     let mut st = TokenState::default();
     steady(&mut st, &c, 60);
     let f = st.observe(&c, &obs(200, 5_000_000, "/", [10, 0, 0, 1], b"ua"), T0 + 61_000);
-    assert!(f.has(BYTES_SPIKE));
-    assert!(!f.has(RATE_SPIKE));
+    assert!(f.has(AnomalyKind::BytesSpike));
+    assert!(!f.has(AnomalyKind::RateSpike));
 }
 
 #[test]
@@ -78,9 +78,9 @@ fn new_ip_prefix_and_user_agent() {
     let f = st.observe(&c, &obs(200, 500, "/", [10, 0, 0, 77], b"ua"), T0 + 31_000);
     assert!(f.is_empty());
     let f = st.observe(&c, &obs(200, 500, "/", [192, 0, 2, 1], b"ua"), T0 + 31_100);
-    assert!(f.has(NEW_IP_PREFIX));
+    assert!(f.has(AnomalyKind::NewIpPrefix));
     let f = st.observe(&c, &obs(200, 500, "/", [10, 0, 0, 1], b"curl/8"), T0 + 31_200);
-    assert!(f.has(NEW_USER_AGENT));
+    assert!(f.has(AnomalyKind::NewUserAgent));
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn auth_failure_burst_and_scan() {
     for k in 0..6 {
         auth |= st
             .observe(&c, &obs(401, 10, "/", [10, 0, 0, 1], b"ua"), T0 + k)
-            .has(AUTH_FAILURE_BURST);
+            .has(AnomalyKind::AuthFailureBurst);
     }
     assert!(auth);
     let mut st = TokenState::default();
@@ -99,7 +99,7 @@ fn auth_failure_burst_and_scan() {
     for k in 0..8 {
         scan |= st
             .observe(&c, &obs(404, 10, &format!("/p{k}"), [10, 0, 0, 1], b"ua"), T0 + k)
-            .has(SCAN);
+            .has(AnomalyKind::Scan);
     }
     assert!(scan);
     // The same 404 path repeated is not a scan.
@@ -107,7 +107,7 @@ fn auth_failure_burst_and_scan() {
     for k in 0..20 {
         assert!(!st
             .observe(&c, &obs(404, 10, "/same", [10, 0, 0, 1], b"ua"), T0 + k)
-            .has(SCAN));
+            .has(AnomalyKind::Scan));
     }
 }
 
@@ -119,10 +119,10 @@ fn off_hours() {
     for k in 0..150 {
         assert!(!st
             .observe(&c, &obs(200, 10, "/", [10, 0, 0, 1], b"ua"), T0 + k * 10_000)
-            .has(OFF_HOURS));
+            .has(AnomalyKind::OffHours));
     }
     let f = st.observe(&c, &obs(200, 10, "/", [10, 0, 0, 1], b"ua"), T0 + 12 * 3_600_000);
-    assert!(f.has(OFF_HOURS));
+    assert!(f.has(AnomalyKind::OffHours));
 }
 
 #[test]
@@ -133,4 +133,73 @@ fn state_is_small() {
         "{}",
         std::mem::size_of::<TokenState>()
     );
+}
+
+/// Two tenants with their own `max_tracked_tokens`: the small one holds at most its cap, the
+/// large one keeps everything although the small one is flooded.
+#[test]
+fn each_tenant_honours_its_own_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::demo::certs::DemoCa::new("t").unwrap();
+    let (cert, key) = ca
+        .issue(&["a.example", "b.example"])
+        .unwrap()
+        .write(dir.path(), "ab")
+        .unwrap();
+    let yaml = format!(
+        "listen: {{ https: \"127.0.0.1:0\" }}\nstore: {{ kind: embedded, path: \"{}\" }}\ntenants:\n  \
+         - {{ id: small, hostnames: [a.example], cert: \"{c}\", key: \"{k}\", upstream: \"http://127.0.0.1:9\", anomaly: {{ max_tracked_tokens: 40 }} }}\n  \
+         - {{ id: large, hostnames: [b.example], cert: \"{c}\", key: \"{k}\", upstream: \"http://127.0.0.1:9\", anomaly: {{ max_tracked_tokens: 1000 }} }}\n",
+        dir.path().join("s.redb").display(),
+        c = cert.display(),
+        k = key.display(),
+    );
+    let cfg = crate::config::Config::from_yaml(&yaml, &dir.path().join("t.yaml")).unwrap();
+    let table = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream, &cfg.strip_headers).unwrap());
+    let d = Detector::new(table.clone());
+    let see = |tenant: usize, n: u8, k: u8| {
+        let id = TokenId([n, k, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
+        d.observe_at(
+            &Observation {
+                tenant: table.get(tenant).unwrap(),
+                token_id: Some(&id),
+                verify: Some(VerifyResult::Ok),
+                ip: None,
+                user_agent: None,
+                status: 200,
+                bytes_out: 1,
+                path: "/",
+            },
+            T0,
+        );
+    };
+    for n in 0..=255u8 {
+        see(1, n, 1);
+    }
+    for k in 2..10u8 {
+        for n in 0..=255u8 {
+            see(0, n, k);
+        }
+    }
+    assert!(d.tracked(0) <= 40, "small tenant holds {} tokens", d.tracked(0));
+    assert!(d.tracked(0) >= 20, "small tenant holds only {} tokens", d.tracked(0));
+    assert_eq!(
+        d.tracked(1),
+        256,
+        "the small tenant's flood evicted the large tenant's tokens"
+    );
+    d.sweep();
+    assert_eq!(table.get(0).unwrap().metrics.tracked_tokens.get(), d.tracked(0) as i64);
+    assert_eq!(table.get(1).unwrap().metrics.tracked_tokens.get(), 256);
+}
+
+#[test]
+fn bad_token_use_triggers() {
+    for r in VerifyResult::ALL {
+        let expected = matches!(
+            r.label(),
+            "revoked" | "unknown" | "expired" | "tampered" | "wrong_tenant" | "quarantined"
+        );
+        assert_eq!(r.is_bad_token_use(), expected, "{r}");
+    }
 }

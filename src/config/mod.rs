@@ -334,6 +334,27 @@ impl Checker {
     }
 }
 
+impl Checker {
+    /// `value` (or `default` when unset) if it is at least 1; a 0 is reported with the key,
+    /// the value and `fix` instead of being silently raised to 1.
+    fn nonzero<T: Copy + PartialEq + Default + fmt::Display>(
+        &mut self,
+        key: &str,
+        value: Option<T>,
+        default: T,
+        fix: &str,
+    ) -> T {
+        match value {
+            Some(v) if v == T::default() => {
+                self.bad(key, format!("{v} is not allowed: {fix}"));
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    }
+}
+
 impl Config {
     /// Read, parse and validate a config file. Certificate files are loaded and checked.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -501,7 +522,12 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                 ),
                 prefix,
                 cache_enabled: cache.enabled.unwrap_or(true),
-                cache_capacity: cache.capacity.unwrap_or(100_000),
+                cache_capacity: c.nonzero(
+                    "store.cache.capacity",
+                    cache.capacity,
+                    100_000,
+                    "use a positive record count (default 100000), or set store.cache.enabled: false",
+                ),
                 cache_ttl: c.duration("store.cache.ttl", cache.ttl.as_deref(), Duration::from_secs(300)),
                 negative_cache_capacity: cache.negative_capacity.unwrap_or(10_000),
                 negative_cache_ttl: c.duration(
@@ -585,17 +611,42 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         enabled: s.enabled.unwrap_or(true),
         stdout: s.stdout.unwrap_or(true),
         file: s.file.as_ref().map(PathBuf::from),
-        file_max_bytes: s.file_max_bytes.unwrap_or(64 * 1024 * 1024),
-        file_keep: s.file_keep.unwrap_or(5),
+        file_max_bytes: c.nonzero(
+            "session_log.file_max_bytes",
+            s.file_max_bytes,
+            64 * 1024 * 1024,
+            "use a positive size in bytes (default 67108864), or remove session_log.file to disable the file",
+        ),
+        file_keep: c.nonzero(
+            "session_log.file_keep",
+            s.file_keep,
+            5,
+            "use at least 1 rotated file (default 5)",
+        ),
         redis_stream: s.redis_stream.unwrap_or(true),
-        stream_maxlen: s.stream_maxlen.unwrap_or(100_000),
+        stream_maxlen: c.nonzero(
+            "session_log.stream_maxlen",
+            s.stream_maxlen,
+            100_000,
+            "use a positive entry count (default 100000), or set session_log.redis_stream: false",
+        ),
         stream_max_age: c.duration(
             "session_log.stream_max_age",
             s.stream_max_age.as_deref(),
             Duration::from_secs(7 * 86400),
         ),
-        channel_capacity: s.channel_capacity.unwrap_or(65_536).max(1),
-        memory_per_tenant: s.memory_per_tenant.unwrap_or(10_000),
+        channel_capacity: c.nonzero(
+            "session_log.channel_capacity",
+            s.channel_capacity,
+            65_536,
+            "use a positive number of queued records (default 65536), or set session_log.enabled: false",
+        ),
+        memory_per_tenant: c.nonzero(
+            "session_log.memory_per_tenant",
+            s.memory_per_tenant,
+            10_000,
+            "use a positive number of records per tenant (default 10000); the admin API reads them with the embedded store",
+        ),
     };
     let metrics = MetricsConf {
         tenant_label_cap: raw.metrics.tenant_label_cap.unwrap_or(1000),
@@ -680,6 +731,13 @@ fn anomaly_conf(base: &AnomalyConf, raw: &RawAnomaly, key: &str, c: &mut Checker
     }
     if let Some(w) = &raw.window {
         a.window = c.duration(&format!("{key}.window"), Some(w), a.window);
+        if a.window < Duration::from_millis(1) {
+            c.bad(
+                format!("{key}.window"),
+                format!("{w:?} is shorter than 1ms; use e.g. \"1s\" (default)"),
+            );
+            a.window = base.window;
+        }
     }
     macro_rules! take {
         ($f:ident) => {
@@ -691,10 +749,25 @@ fn anomaly_conf(base: &AnomalyConf, raw: &RawAnomaly, key: &str, c: &mut Checker
     take!(min_history);
     take!(rate_floor);
     take!(bytes_floor);
-    take!(auth_failure_burst);
-    take!(scan_distinct_404);
     take!(off_hours_min_history);
-    take!(max_tracked_tokens);
+    a.auth_failure_burst = c.nonzero(
+        &format!("{key}.auth_failure_burst"),
+        raw.auth_failure_burst,
+        a.auth_failure_burst,
+        "use at least 1 upstream 401/403 per minute (default 20)",
+    );
+    a.scan_distinct_404 = c.nonzero(
+        &format!("{key}.scan_distinct_404"),
+        raw.scan_distinct_404,
+        a.scan_distinct_404,
+        "use at least 1 distinct 404 path per minute (default 30)",
+    );
+    a.max_tracked_tokens = c.nonzero(
+        &format!("{key}.max_tracked_tokens"),
+        raw.max_tracked_tokens,
+        a.max_tracked_tokens,
+        "use at least 1 token (default 100000), or set enabled: false to turn detection off",
+    );
     if let Some(p) = raw.ip_prefix_v4 {
         if p > 32 {
             c.bad(

@@ -35,3 +35,37 @@ fn every_problem_is_reported_at_once() {
         assert!(e.contains(key), "{key} missing from:\n{e}");
     }
 }
+
+/// A 0 used to be raised to 1 (or left to misbehave) in silence; now each is refused with its
+/// key, the value and a fix.
+#[test]
+fn zero_settings_are_refused_not_raised() {
+    let yaml = "listen: { https: \"127.0.0.1:1\" }\n\
+        store: { kind: redis, url: \"redis://127.0.0.1:1\", cache: { capacity: 0 } }\n\
+        session_log: { channel_capacity: 0, memory_per_tenant: 0, file_keep: 0, file_max_bytes: 0, stream_maxlen: 0 }\n\
+        anomaly: { window: 0.5ms, max_tracked_tokens: 0, auth_failure_burst: 0, scan_distinct_404: 0 }\n\
+        tenants:\n  - { id: acme, hostnames: [a.example], cert: /no, key: /no, upstream: \"http://127.0.0.1:9\", anomaly: { max_tracked_tokens: 0 } }\n";
+    let e = Config::from_yaml(yaml, Path::new("t.yaml")).unwrap_err().to_string();
+    for key in [
+        "store.cache.capacity",
+        "session_log.channel_capacity",
+        "session_log.memory_per_tenant",
+        "session_log.file_keep",
+        "session_log.file_max_bytes",
+        "session_log.stream_maxlen",
+        "anomaly.window",
+        "anomaly.max_tracked_tokens",
+        "anomaly.auth_failure_burst",
+        "anomaly.scan_distinct_404",
+        "tenants[0].anomaly.max_tracked_tokens",
+    ] {
+        let line = e
+            .lines()
+            .find(|l| l.contains(&format!("- {key}:")))
+            .unwrap_or_else(|| panic!("{key} missing from:\n{e}"));
+        assert!(
+            line.contains('0') && line.contains("use "),
+            "{key}: no value or fix in {line:?}"
+        );
+    }
+}

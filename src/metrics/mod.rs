@@ -9,6 +9,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use crate::anomaly::AnomalyKind;
+use crate::token::VerifyResult;
+
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -17,33 +20,6 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
-
-/// Token verification outcomes, in label order.
-pub const VERIFY_RESULTS: [&str; 11] = [
-    "ok",
-    "missing",
-    "malformed",
-    "unknown",
-    "revoked",
-    "expired",
-    "tampered",
-    "wrong_tenant",
-    "store_unavailable",
-    "quarantined",
-    "header_conflict",
-];
-
-/// Anomaly kinds, in label order (see `anomaly`).
-pub const ANOMALY_KINDS: [&str; 8] = [
-    "rate_spike",
-    "bytes_spike",
-    "new_ip_prefix",
-    "new_user_agent",
-    "auth_failure_burst",
-    "scan",
-    "bad_token_use",
-    "off_hours",
-];
 
 /// Every metric family Tessera exports.
 pub struct Metrics {
@@ -72,7 +48,8 @@ pub struct Metrics {
     pub tenant_label_overflow: IntCounter,
     pub bad_requests: IntCounterVec,
     pub admin_requests: IntCounterVec,
-    pub tracked_tokens: IntGaugeVec,
+    tracked_tokens: IntGaugeVec,
+    pub session_log_trim_errors: IntCounter,
     /// Connection guard refusals by `reason` (closed set: `crate::guard::Reason`).
     pub guard_refusals: IntCounterVec,
     /// HTTP/2 streams reset by the client before Tessera contacted the upstream.
@@ -90,9 +67,13 @@ pub struct TenantMetrics {
     pub upstream_duration: Histogram,
     pub bytes_sent: IntCounter,
     pub bytes_received: IntCounter,
-    verifications: Vec<IntCounter>,
-    anomalies: Vec<IntCounter>,
+    /// Indexed by `VerifyResult::index`.
+    verifications: [IntCounter; VerifyResult::COUNT],
+    /// Indexed by `AnomalyKind::index`.
+    anomalies: [IntCounter; AnomalyKind::COUNT],
     pub anomaly_score: Gauge,
+    /// Tokens with anomaly state held for this tenant (set by the sweeper).
+    pub tracked_tokens: IntGauge,
 }
 
 impl TenantMetrics {
@@ -108,18 +89,14 @@ impl TenantMetrics {
         self.requests[class].inc();
     }
 
-    /// Count a verification outcome; `result` must be one of `VERIFY_RESULTS`.
-    pub fn verification(&self, result: &str) {
-        if let Some(i) = VERIFY_RESULTS.iter().position(|r| *r == result) {
-            self.verifications[i].inc();
-        }
+    /// Count a verification outcome: one array index, no label lookup.
+    pub fn verification(&self, result: VerifyResult) {
+        self.verifications[result.index()].inc();
     }
 
-    /// Count an anomaly by index into `ANOMALY_KINDS`.
-    pub fn anomaly(&self, kind: usize) {
-        if let Some(c) = self.anomalies.get(kind) {
-            c.inc();
-        }
+    /// Count an anomaly: one array index, no label lookup.
+    pub fn anomaly(&self, kind: AnomalyKind) {
+        self.anomalies[kind.index()].inc();
     }
 }
 
@@ -141,6 +118,25 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(r, Box::new(h.clone()));
+    h
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(r, Box::new(g.clone()));
+    g
+}
+
+fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(r, Box::new(g.clone()));
+    g
+}
+
 fn register(r: &Registry, c: Box<dyn prometheus::core::Collector>) {
     // Names are static and unique within this file; a clash is a programming error caught by
     // the metrics tests.
@@ -153,183 +149,274 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-impl Metrics {
-    fn new() -> Metrics {
-        let r = Registry::new();
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "tessera_request_duration_seconds",
-                "Time from request start to response end, by tenant.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["tenant"],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        register(&r, Box::new(duration.clone()));
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "tessera_upstream_duration_seconds",
-                "Time spent waiting on the upstream, by tenant.",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["tenant"],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        register(&r, Box::new(upstream_duration.clone()));
-        let anomaly_score = GaugeVec::new(
-            Opts::new(
-                "tessera_anomaly_score",
-                "Highest current anomaly z-score over the tenant's tokens.",
-            ),
-            &["tenant"],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        register(&r, Box::new(anomaly_score.clone()));
-        let tracked_tokens = IntGaugeVec::new(
-            Opts::new(
-                "tessera_anomaly_tracked_tokens",
-                "Tokens with anomaly state held in memory.",
-            ),
-            &["shard"],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        register(&r, Box::new(tracked_tokens.clone()));
-        let build = IntGaugeVec::new(
-            Opts::new("tessera_build_info", "Build information; value is always 1."),
-            &["version"],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        register(&r, Box::new(build.clone()));
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+/// Per-tenant families (`tenant` label; handles cached in `TenantMetrics`).
+struct TenantFamilies {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    bytes_sent: IntCounterVec,
+    bytes_received: IntCounterVec,
+    verifications: IntCounterVec,
+    anomalies: IntCounterVec,
+    anomaly_score: GaugeVec,
+    tracked_tokens: IntGaugeVec,
+}
 
-        Metrics {
+impl TenantFamilies {
+    fn new(r: &Registry) -> TenantFamilies {
+        TenantFamilies {
             requests: counter_vec(
-                &r,
+                r,
                 "tessera_requests_total",
                 "Requests by tenant and status class.",
                 &["tenant", "code_class"],
             ),
-            duration,
-            upstream_duration,
+            duration: histogram_vec(
+                r,
+                "tessera_request_duration_seconds",
+                "Time from request start to response end, by tenant.",
+                &["tenant"],
+            ),
+            upstream_duration: histogram_vec(
+                r,
+                "tessera_upstream_duration_seconds",
+                "Time spent waiting on the upstream, by tenant.",
+                &["tenant"],
+            ),
             bytes_sent: counter_vec(
-                &r,
+                r,
                 "tessera_bytes_sent_total",
                 "Response body bytes sent to clients, by tenant.",
                 &["tenant"],
             ),
             bytes_received: counter_vec(
-                &r,
+                r,
                 "tessera_bytes_received_total",
                 "Request body bytes received from clients, by tenant.",
                 &["tenant"],
             ),
             verifications: counter_vec(
-                &r,
+                r,
                 "tessera_token_verifications_total",
                 "Part A verification outcomes.",
                 &["tenant", "result"],
             ),
             anomalies: counter_vec(
-                &r,
+                r,
                 "tessera_anomalies_total",
                 "Anomaly detections by tenant and kind.",
                 &["tenant", "kind"],
             ),
-            anomaly_score,
+            anomaly_score: gauge_vec(
+                r,
+                "tessera_anomaly_score",
+                "Highest current anomaly z-score over the tenant's tokens.",
+                &["tenant"],
+            ),
+            tracked_tokens: int_gauge_vec(
+                r,
+                "tessera_anomaly_tracked_tokens",
+                "Tokens with anomaly state held in memory, by tenant (at most its anomaly.max_tracked_tokens).",
+                &["tenant"],
+            ),
+        }
+    }
+}
+
+/// Fragment store and cache families.
+struct StoreFamilies {
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_invalidations: IntCounter,
+    cache_flushes: IntCounter,
+    cache_entries: IntGauge,
+    cache_negative_hits: IntCounter,
+    cache_negative_entries: IntGauge,
+    store_up: IntGauge,
+    tracking_up: IntGauge,
+    store_errors: IntCounterVec,
+}
+
+impl StoreFamilies {
+    fn new(r: &Registry) -> StoreFamilies {
+        StoreFamilies {
             cache_hits: counter(
-                &r,
+                r,
                 "tessera_fragment_cache_hits_total",
                 "Part B lookups answered by the local cache.",
             ),
             cache_misses: counter(
-                &r,
+                r,
                 "tessera_fragment_cache_misses_total",
                 "Part B lookups that went to the store.",
             ),
             cache_invalidations: counter(
-                &r,
+                r,
                 "tessera_fragment_cache_invalidations_total",
                 "Keys evicted by Redis tracking invalidations.",
             ),
             cache_flushes: counter(
-                &r,
+                r,
                 "tessera_fragment_cache_flushes_total",
                 "Whole-cache clears (flush, disconnect, heartbeat failure).",
             ),
-            cache_entries: gauge(&r, "tessera_fragment_cache_entries", "Records held in the local cache."),
+            cache_entries: gauge(r, "tessera_fragment_cache_entries", "Records held in the local cache."),
             cache_negative_hits: counter(
-                &r,
+                r,
                 "tessera_fragment_cache_negative_hits_total",
                 "Part B lookups answered \"not found\" by the local cache (no store round trip).",
             ),
             cache_negative_entries: gauge(
-                &r,
+                r,
                 "tessera_fragment_cache_negative_entries",
                 "Token ids the local cache remembers as absent from Redis.",
             ),
             store_up: gauge(
-                &r,
+                r,
                 "tessera_store_up",
                 "1 if the fragment store answered its last check.",
             ),
             tracking_up: gauge(
-                &r,
+                r,
                 "tessera_tracking_up",
                 "1 if Redis invalidation tracking is established (1 when not applicable).",
             ),
             store_errors: counter_vec(
-                &r,
+                r,
                 "tessera_store_errors_total",
                 "Fragment store operations that failed.",
                 &["op"],
             ),
-            session_log_dropped: counter_vec(
-                &r,
+        }
+    }
+}
+
+/// Session log families.
+struct SessionLogFamilies {
+    dropped: IntCounterVec,
+    written: IntCounterVec,
+    trim_errors: IntCounter,
+}
+
+impl SessionLogFamilies {
+    fn new(r: &Registry) -> SessionLogFamilies {
+        SessionLogFamilies {
+            dropped: counter_vec(
+                r,
                 "tessera_session_log_dropped_total",
                 "Session records dropped (channel full or sink error).",
                 &["sink"],
             ),
-            session_log_written: counter_vec(
-                &r,
+            written: counter_vec(
+                r,
                 "tessera_session_log_written_total",
                 "Session records written.",
                 &["sink"],
             ),
+            trim_errors: counter(
+                r,
+                "tessera_session_log_trim_errors_total",
+                "Failed XTRIM of a tenant's session stream by session_log.stream_max_age.",
+            ),
+        }
+    }
+}
+
+/// Process-level families: build info, certificates, refusals before routing, the connection
+/// guard, admin API.
+struct ProcessFamilies {
+    cert_reloads: IntCounterVec,
+    tenant_label_overflow: IntCounter,
+    bad_requests: IntCounterVec,
+    guard_refusals: IntCounterVec,
+    guard_h2_resets: IntCounter,
+    admin_requests: IntCounterVec,
+}
+
+impl ProcessFamilies {
+    fn new(r: &Registry) -> ProcessFamilies {
+        let build = int_gauge_vec(
+            r,
+            "tessera_build_info",
+            "Build information; value is always 1.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        ProcessFamilies {
             cert_reloads: counter_vec(
-                &r,
+                r,
                 "tessera_cert_reloads_total",
                 "Certificate reload attempts.",
                 &["result"],
             ),
             tenant_label_overflow: counter(
-                &r,
+                r,
                 "tessera_tenant_label_overflow_total",
                 "Tenants folded into tenant=\"_other\" by metrics.tenant_label_cap.",
             ),
             bad_requests: counter_vec(
-                &r,
+                r,
                 "tessera_bad_requests_total",
                 "Requests refused before tenant routing.",
                 &["reason"],
             ),
-            admin_requests: counter_vec(
-                &r,
-                "tessera_admin_requests_total",
-                "Admin API requests by outcome.",
-                &["outcome"],
-            ),
-            tracked_tokens,
             guard_refusals: counter_vec(
-                &r,
+                r,
                 "tessera_guard_refusals_total",
                 "Connections and requests refused by the connection guard, by reason.",
                 &["reason"],
             ),
             guard_h2_resets: counter(
-                &r,
+                r,
                 "tessera_guard_h2_resets_total",
                 "HTTP/2 streams reset by the client before the upstream request started.",
             ),
+            admin_requests: counter_vec(
+                r,
+                "tessera_admin_requests_total",
+                "Admin API requests by outcome.",
+                &["outcome"],
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let t = TenantFamilies::new(&r);
+        let s = StoreFamilies::new(&r);
+        let l = SessionLogFamilies::new(&r);
+        let p = ProcessFamilies::new(&r);
+        Metrics {
+            requests: t.requests,
+            duration: t.duration,
+            upstream_duration: t.upstream_duration,
+            bytes_sent: t.bytes_sent,
+            bytes_received: t.bytes_received,
+            verifications: t.verifications,
+            anomalies: t.anomalies,
+            anomaly_score: t.anomaly_score,
+            tracked_tokens: t.tracked_tokens,
+            cache_hits: s.cache_hits,
+            cache_misses: s.cache_misses,
+            cache_invalidations: s.cache_invalidations,
+            cache_flushes: s.cache_flushes,
+            cache_entries: s.cache_entries,
+            cache_negative_hits: s.cache_negative_hits,
+            cache_negative_entries: s.cache_negative_entries,
+            store_up: s.store_up,
+            tracking_up: s.tracking_up,
+            store_errors: s.store_errors,
+            session_log_dropped: l.dropped,
+            session_log_written: l.written,
+            session_log_trim_errors: l.trim_errors,
+            cert_reloads: p.cert_reloads,
+            tenant_label_overflow: p.tenant_label_overflow,
+            bad_requests: p.bad_requests,
+            guard_refusals: p.guard_refusals,
+            guard_h2_resets: p.guard_h2_resets,
+            admin_requests: p.admin_requests,
             tenants_labelled: AtomicUsize::new(0),
             tenant_label_cap: AtomicUsize::new(1000),
             registry: r,
@@ -357,15 +444,10 @@ impl Metrics {
             upstream_duration: self.upstream_duration.with_label_values(&[l]),
             bytes_sent: self.bytes_sent.with_label_values(&[l]),
             bytes_received: self.bytes_received.with_label_values(&[l]),
-            verifications: VERIFY_RESULTS
-                .iter()
-                .map(|r| self.verifications.with_label_values(&[l, r]))
-                .collect(),
-            anomalies: ANOMALY_KINDS
-                .iter()
-                .map(|k| self.anomalies.with_label_values(&[l, k]))
-                .collect(),
+            verifications: VerifyResult::ALL.map(|r| self.verifications.with_label_values(&[l, r.label()])),
+            anomalies: AnomalyKind::ALL.map(|k| self.anomalies.with_label_values(&[l, k.label()])),
             anomaly_score: self.anomaly_score.with_label_values(&[l]),
+            tracked_tokens: self.tracked_tokens.with_label_values(&[l]),
             label,
         }
     }
@@ -417,8 +499,8 @@ mod tests {
         let m = global();
         let t = m.tenant("unit-test-tenant");
         t.request(204);
-        t.verification("revoked");
-        t.anomaly(0);
+        t.verification(VerifyResult::Revoked);
+        t.anomaly(AnomalyKind::RateSpike);
         let text = String::from_utf8(m.render()).unwrap();
         for family in [
             "tessera_requests_total",
@@ -431,5 +513,36 @@ mod tests {
             assert!(text.contains(family), "{family} missing");
         }
         assert!(text.contains("result=\"revoked\",tenant=\"unit-test-tenant\""));
+        assert!(text.contains("kind=\"rate_spike\",tenant=\"unit-test-tenant\""));
+    }
+
+    /// Each outcome and kind counts under its own label: the array index and the label agree.
+    #[test]
+    fn handles_match_labels() {
+        let m = global();
+        let t = m.tenant("unit-test-handles");
+        for (i, r) in VerifyResult::ALL.into_iter().enumerate() {
+            assert_eq!(r.index(), i);
+            for _ in 0..=i {
+                t.verification(r);
+            }
+        }
+        for (i, k) in AnomalyKind::ALL.into_iter().enumerate() {
+            assert_eq!(k.index(), i);
+            for _ in 0..=i {
+                t.anomaly(k);
+            }
+        }
+        for (i, r) in VerifyResult::ALL.into_iter().enumerate() {
+            let v = m
+                .verifications
+                .with_label_values(&["unit-test-handles", r.label()])
+                .get();
+            assert_eq!(v, i as u64 + 1, "{r}");
+        }
+        for (i, k) in AnomalyKind::ALL.into_iter().enumerate() {
+            let v = m.anomalies.with_label_values(&["unit-test-handles", k.label()]).get();
+            assert_eq!(v, i as u64 + 1, "{}", k.label());
+        }
     }
 }

@@ -25,7 +25,7 @@ mod respond;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -39,9 +39,9 @@ use crate::anomaly::Detector;
 use crate::config::AuthMode;
 use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
-use crate::session_log::{SessionLogger, SessionRecord};
+use crate::session_log::{RecordDraft, SessionLogger};
 use crate::tenants::{Tenant, TenantTable};
-use crate::token::{self, Keyring, PartA, TokenError, TokenId};
+use crate::token::{self, Keyring, PartA, TokenId, VerifyResult};
 
 pub use handshake::{HandshakeHook, SniInfo};
 pub use headers::bearer as bearer_value;
@@ -69,8 +69,8 @@ pub struct Ctx {
     /// token (wiped on drop) and is marked sensitive.
     credential: Option<(HeaderName, HeaderValue)>,
     token_id: Option<TokenId>,
-    /// Verification outcome label (see `metrics::VERIFY_RESULTS`), if a token was checked.
-    verify: Option<&'static str>,
+    /// Verification outcome, if a token was checked.
+    verify: Option<VerifyResult>,
     /// Why the request was refused by Tessera itself (for logs).
     refusal: Option<Refusal>,
     request_id: Option<HeaderValue>,
@@ -84,12 +84,6 @@ impl Ctx {
     fn tenant<'a>(&self, p: &'a Proxy) -> Option<&'a Tenant> {
         self.tenant.and_then(|i| p.tenants.get(i))
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Proxy {
@@ -145,28 +139,28 @@ impl Proxy {
     ) -> Result<(HeaderName, HeaderValue), Refusal> {
         let auth = session.req_header().headers.get(http::header::AUTHORIZATION);
         let Some(part_a) = auth.and_then(|v| headers::bearer(v.as_bytes())) else {
-            return Err(Refusal::Token("missing"));
+            return Err(Refusal::Token(VerifyResult::Missing));
         };
         // Every 401 below does the work of a known id with a wrong Part A (`equalize_refusal`
         // or `reconstruct` itself), so response time does not say which check failed.
         let part_a = PartA::parse(part_a).map_err(|e| {
             token::equalize_refusal(None);
-            Refusal::Token(e.label())
+            Refusal::Token(e.into())
         })?;
         ctx.token_id = Some(part_a.id);
         if part_a.tenant_tag != tenant.tag {
             token::equalize_refusal(Some(&part_a));
-            return Err(Refusal::Token(TokenError::WrongTenant.label()));
+            return Err(Refusal::Token(VerifyResult::WrongTenant));
         }
         if self.anomaly.is_quarantined(tenant.index, &part_a.id) {
             token::equalize_refusal(Some(&part_a));
-            return Err(Refusal::Token("quarantined"));
+            return Err(Refusal::Token(VerifyResult::Quarantined));
         }
         let record = match self.store.get(&tenant.id, &part_a.id).await {
             Ok(Some(r)) => r,
             Ok(None) => {
                 token::equalize_refusal(Some(&part_a));
-                return Err(Refusal::Token(TokenError::Unknown.label()));
+                return Err(Refusal::Token(VerifyResult::Unknown));
             }
             Err(StoreError::Unavailable(why)) | Err(StoreError::Embedded { reason: why, .. }) => {
                 // The outage itself is logged once by the store (tracker); per request: debug.
@@ -179,16 +173,16 @@ impl Proxy {
             }
         };
         let keyring = self.keyring.load();
-        let cred = token::reconstruct(&keyring, &tenant.id, &part_a, &record, unix_now())
-            .map_err(|e| Refusal::Token(e.label()))?;
-        let (name, value) = headers::credential_header(cred).map_err(|_| Refusal::Token("tampered"))?;
+        let cred = token::reconstruct(&keyring, &tenant.id, &part_a, &record, crate::clock::unix_secs())
+            .map_err(|e| Refusal::Token(e.into()))?;
+        let (name, value) = headers::credential_header(cred).map_err(|_| Refusal::Token(VerifyResult::Tampered))?;
         if let Some(why) = self.tenants.credential_conflict(tenant, &name) {
             log::warn!(
                 "tenant={} token_id={} refused: its credential header {name} is {why}",
                 tenant.id,
                 part_a.id
             );
-            return Err(Refusal::Token("header_conflict"));
+            return Err(Refusal::Token(VerifyResult::HeaderConflict));
         }
         Ok((name, value))
     }
@@ -228,14 +222,9 @@ impl ProxyHttp for Proxy {
                 match self.tenants.get(t) {
                     Some(tenant) if tenant.auth == AuthMode::SplitToken => {
                         let res = self.authenticate(session, tenant, ctx).await;
-                        let label = match &res {
-                            Ok(_) => "ok",
-                            Err(Refusal::StoreUnavailable) => "store_unavailable",
-                            Err(Refusal::Token(l)) => l,
-                            Err(_) => "malformed",
-                        };
-                        ctx.verify = Some(label);
-                        tenant.metrics.verification(label);
+                        let result = res.as_ref().map_or_else(Refusal::verify_result, |_| VerifyResult::Ok);
+                        ctx.verify = Some(result);
+                        tenant.metrics.verification(result);
                         res.map(|c| ctx.credential = Some(c))
                     }
                     _ => Ok(()),
@@ -383,6 +372,13 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    /// What Pingora's own error lines ("Fail to proxy: …") say about the request: method, path
+    /// and host with query values redacted and Part-A-shaped text scrubbed (the default prints
+    /// the raw path and Host).
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        crate::session_log::request_summary(session.req_header())
+    }
+
     /// Runs once per request, whatever happened. Never awaits I/O.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         ctx.credential = None;
@@ -415,7 +411,7 @@ impl ProxyHttp for Proxy {
             path: req.uri.path(),
         });
         if self.sessions.enabled() {
-            self.sessions.log(SessionRecord::new(
+            self.sessions.log(RecordDraft::capture(
                 tenant,
                 ctx.token_id,
                 ip,

@@ -9,6 +9,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use serde_json::json;
 
+use crate::token::VerifyResult;
+
 /// The `ErrorType::Custom` name of the error raised when a request outlives
 /// `upstream.max_request_duration`.
 pub const DURATION_EXCEEDED: &str = "max_request_duration";
@@ -35,8 +37,8 @@ pub enum Refusal {
     NoTenant,
     /// SNI and Host name different tenants.
     Misdirected,
-    /// Part A missing or refused; the label says why.
-    Token(&'static str),
+    /// Part A missing or refused; the result says why.
+    Token(VerifyResult),
     /// The fragment store cannot answer: fail closed.
     StoreUnavailable,
     /// The upstream could not be reached or broke the connection.
@@ -61,13 +63,22 @@ impl Refusal {
             Refusal::BadRequest(BadRequest::Unreadable) => "bad_request",
             Refusal::NoTenant => "no_tenant",
             Refusal::Misdirected => "misdirected",
-            Refusal::Token(l) => l,
+            Refusal::Token(v) => v.label(),
             Refusal::StoreUnavailable => "store_unavailable",
             Refusal::UpstreamError => "upstream_error",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::DurationExceeded => "max_request_duration",
             Refusal::Internal => "internal_error",
             Refusal::Other(_) => "error",
+        }
+    }
+
+    /// The verification outcome a refusal of a checked request is counted as.
+    pub fn verify_result(&self) -> VerifyResult {
+        match self {
+            Refusal::Token(v) => *v,
+            Refusal::StoreUnavailable => VerifyResult::StoreUnavailable,
+            _ => VerifyResult::Malformed,
         }
     }
 
@@ -171,7 +182,7 @@ pub async fn refuse(session: &mut Session, r: Refusal, request_id: Option<&Heade
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     match r {
-        Refusal::Token("missing") => {
+        Refusal::Token(VerifyResult::Missing) => {
             resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer realm=\"tessera\"")?;
         }
         Refusal::Token(_) => {
@@ -210,7 +221,7 @@ mod tests {
             Refusal::BadRequest(BadRequest::Unreadable),
             Refusal::NoTenant,
             Refusal::Misdirected,
-            Refusal::Token("revoked"),
+            Refusal::Token(VerifyResult::Revoked),
             Refusal::StoreUnavailable,
             Refusal::UpstreamError,
             Refusal::UpstreamTimeout,

@@ -1,24 +1,33 @@
 //! Per-tenant session log: one record per request, written off the request path.
 //!
-//! The `logging` phase builds a `SessionRecord` and hands it to a bounded channel with
-//! `try_send` (`SessionLogger::log`); when the channel is full the record is dropped and
-//! `tessera_session_log_dropped_total{sink="channel"}` counts it. The `Writer` background
-//! service wakes on the first record, lingers 20 ms, then drains up to 512 records as one
-//! batch to the sinks:
+//! The `logging` phase captures a `RecordDraft` (owned handles to the request's values:
+//! reference-counted header values and URI, no string formatting) and hands it to a bounded
+//! channel with `try_send` (`SessionLogger::log`); when the channel is full the draft is dropped
+//! and `tessera_session_log_dropped_total{sink="channel"}` counts it. The `Writer` background
+//! service wakes on the first draft, lingers 20 ms, then turns up to 512 drafts into
+//! `SessionRecord`s (all string work happens here, off the proxy threads) and writes them as
+//! one batch to the sinks:
 //! - JSON lines on stdout and/or a file with size-based rotation (for SIEM shipping);
-//! - per-tenant Redis Streams `<prefix>log:<tenant>` (`XADD … MAXLEN ~`, pipelined per batch,
-//!   trimmed by age every minute) when the store is Redis;
+//! - per-tenant Redis Streams `<prefix>log:<tenant>` (`XADD … MAXLEN ~`, pipelined per batch)
+//!   when the store is Redis; every configured tenant's stream, idle or not, is trimmed by
+//!   `stream_max_age` (`XTRIM MINID ~`) every tenth of that age (between 1 s and 1 min);
+//!   failures count in `tessera_session_log_trim_errors_total` and are logged at most once a
+//!   minute;
 //! - a capped in-memory ring per tenant (what the admin API reads with the embedded store).
 //!
 //! Records never hold a token, Part A or Part B: only the token id. Query string values are
-//! replaced by `*`.
+//! replaced by `*`, and anything Part-A-shaped (`tsr_` + 78 base62, any case of the prefix) in
+//! any client-supplied field (path, host, user agent, request id, method) is replaced by
+//! `tsr_[redacted]` before truncation (`scrub_part_a`).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::HeaderValue;
@@ -33,10 +42,18 @@ use crate::config::SessionLogConf;
 use crate::fragments::redis::RedisStore;
 use crate::metrics;
 use crate::tenants::Tenant;
-use crate::token::TokenId;
+use crate::token::{TokenId, VerifyResult, PART_A_LEN, PART_A_PREFIX};
 
 const MAX_PATH: usize = 1024;
 const MAX_UA: usize = 256;
+const MAX_HOST: usize = 255;
+const MAX_REQUEST_ID: usize = 256;
+/// What replaces a Part-A-shaped string in a record or log line.
+pub const PART_A_REDACTED: &str = "tsr_[redacted]";
+/// Base62 characters after the prefix in a Part A.
+const PART_A_BODY: usize = PART_A_LEN - PART_A_PREFIX.len();
+/// Failed trims are logged at most this often (they are all counted).
+const TRIM_WARN_EVERY_MS: u64 = 60_000;
 const BATCH: usize = 512;
 /// After the first record of a batch arrives, the writer sleeps this long before draining, so
 /// a busy proxy wakes it ~50 times a second instead of once per request (measured: waking per
@@ -69,7 +86,7 @@ pub struct SessionRecord {
     pub request_id: String,
     /// Token verification outcome (`ok`, `revoked`, …), if a token was checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify: Option<String>,
+    pub verify: Option<VerifyResult>,
     /// Why Tessera answered itself, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
@@ -77,11 +94,105 @@ pub struct SessionRecord {
     pub anomalies: Vec<String>,
 }
 
-/// `path?a=1&b` → `path?a=*&b`; capped at 1 KiB.
+/// Replace every Part-A-shaped run (`tsr_`, any case, then at least 78 ASCII letters or
+/// digits) with `tsr_[redacted]`. Borrows when there is nothing to replace, the common case.
+/// A hand-written scan rather than a regex (benches/scrub.rs compares the two): every byte of
+/// a match is a word byte (`[0-9A-Za-z_]`), so only word runs of at least `PART_A_LEN` bytes
+/// can hold one; the scan probes one byte per `PART_A_LEN` window to skip the short runs
+/// (path segments, query pairs) and looks for `tsr_` only inside long ones.
+///
+/// Deliberately wider than the scanners' regex `\btsr_[0-9A-Za-z]{78}\b`: no word boundary
+/// is required on either side and longer runs are replaced whole, so a Part A glued to other
+/// text, or with a changed prefix case, does not slip through.
+pub fn scrub_part_a(s: &str) -> Cow<'_, str> {
+    let b = s.as_bytes();
+    let mut out: Option<String> = None;
+    // `s[..copied]` is already in `out` (or replaced).
+    let mut copied = 0;
+    // Invariant: every word run not yet scanned starts at `lo` or later, and `p` is the last
+    // byte of the earliest window starting at `lo` (`p = lo + PART_A_LEN - 1`).
+    let mut lo = 0;
+    let mut p = PART_A_LEN - 1;
+    while p < b.len() {
+        if !is_word(b[p]) {
+            lo = p + 1;
+            p = lo + PART_A_LEN - 1;
+            continue;
+        }
+        let mut q = p;
+        while q > lo && is_word(b[q - 1]) {
+            q -= 1;
+        }
+        if p + 1 - q < PART_A_LEN {
+            // b[q - 1] is not a word byte: a long enough run starts at q or later.
+            lo = q;
+            p = q + PART_A_LEN - 1;
+            continue;
+        }
+        let mut e = p + 1;
+        while e < b.len() && is_word(b[e]) {
+            e += 1;
+        }
+        scrub_run(s, q, e, &mut out, &mut copied);
+        lo = e;
+        p = e + PART_A_LEN - 1;
+    }
+    match out {
+        None => Cow::Borrowed(s),
+        Some(mut o) => {
+            o.push_str(&s[copied..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Replace the Part-A-shaped parts of the word run `s[start..end]`. Run ends border
+/// non-word (ASCII or UTF-8 lead/continuation) bytes or the string ends, so every index used
+/// here is a char boundary.
+fn scrub_run(s: &str, start: usize, end: usize, out: &mut Option<String>, copied: &mut usize) {
+    let b = &s.as_bytes()[..end];
+    let mut i = start + 3;
+    while let Some(off) = b.get(i..).and_then(|r| r.iter().position(|&c| c == b'_')) {
+        let u = i + off;
+        i = u + 1;
+        if !b[u - 3..u].eq_ignore_ascii_case(b"tsr") {
+            continue;
+        }
+        let run = b[u + 1..].iter().take_while(|c| c.is_ascii_alphanumeric()).count();
+        i = u + 1 + run;
+        if run < PART_A_BODY || u - 3 < *copied {
+            continue;
+        }
+        let o = out.get_or_insert_with(|| String::with_capacity(s.len()));
+        o.push_str(&s[*copied..u - 3]);
+        o.push_str(PART_A_REDACTED);
+        *copied = i;
+    }
+}
+
+/// Scrub, then cap at `max` bytes on a char boundary (so a cut never leaves half a Part A).
+fn clean(s: &str, max: usize) -> String {
+    let mut out = scrub_part_a(s).into_owned();
+    if out.len() > max {
+        let mut cut = max;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+/// `path?a=1&b` → `path?a=*&b`, Part-A-shaped text scrubbed; capped at 1 KiB.
 pub fn redact_path(pq: &str) -> String {
+    let pq = scrub_part_a(pq);
     let mut out = String::with_capacity(pq.len().min(MAX_PATH));
     match pq.split_once('?') {
-        None => out.push_str(pq),
+        None => out.push_str(&pq),
         Some((path, query)) => {
             out.push_str(path);
             out.push('?');
@@ -109,9 +220,52 @@ pub fn redact_path(pq: &str) -> String {
     out
 }
 
-impl SessionRecord {
+/// `METHOD path, Host: host` for Pingora's own error lines (`ProxyHttp::request_summary`),
+/// with the same redaction as session records.
+pub fn request_summary(req: &RequestHeader) -> String {
+    let host = match req.uri.authority() {
+        Some(a) => Cow::Borrowed(a.as_str()),
+        None => req
+            .headers
+            .get(http::header::HOST)
+            .map_or(Cow::Borrowed("-"), |h| String::from_utf8_lossy(h.as_bytes())),
+    };
+    let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    format!(
+        "{} {}, Host: {}",
+        clean(req.method.as_str(), 32),
+        redact_path(pq),
+        clean(&host, MAX_HOST)
+    )
+}
+
+/// What the `logging` phase captures: owned handles (reference-counted header values, the
+/// URI), copied numbers and enums. No formatting or scrubbing happens on the proxy thread;
+/// the writer turns a draft into a `SessionRecord` (`finish`).
+pub struct RecordDraft {
+    ts: u64,
+    tenant: Arc<str>,
+    token_id: Option<TokenId>,
+    ip: Option<IpAddr>,
+    user_agent: Option<HeaderValue>,
+    method: http::Method,
+    uri: http::Uri,
+    host: Option<HeaderValue>,
+    status: u16,
+    upstream_status: Option<u16>,
+    bytes_in: u64,
+    bytes_out: u64,
+    elapsed: Duration,
+    request_id: Option<HeaderValue>,
+    verify: Option<VerifyResult>,
+    refusal: Option<&'static str>,
+    flags: Flags,
+}
+
+impl RecordDraft {
+    /// Capture a finished request (runs in `logging`, on the proxy thread).
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub fn capture(
         tenant: &Tenant,
         token_id: Option<TokenId>,
         ip: Option<IpAddr>,
@@ -122,40 +276,69 @@ impl SessionRecord {
         bytes_out: u64,
         elapsed: Duration,
         request_id: Option<&HeaderValue>,
-        verify: Option<&'static str>,
+        verify: Option<VerifyResult>,
         refusal: Option<&'static str>,
         flags: Flags,
-    ) -> SessionRecord {
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
-            .unwrap_or("");
-        let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        SessionRecord {
-            ts: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            tenant: tenant.id.to_string(),
-            token_id: token_id.map(|t| t.to_string()),
-            client_ip: ip.map(|i| i.to_string()),
-            user_agent: req.headers.get(http::header::USER_AGENT).map(|v| {
-                let s = String::from_utf8_lossy(v.as_bytes());
-                s.chars().take(MAX_UA).collect()
-            }),
-            method: req.method.as_str().to_string(),
-            host: host.chars().take(255).collect(),
-            path: redact_path(pq),
+    ) -> RecordDraft {
+        RecordDraft {
+            ts: crate::clock::unix_ms(),
+            tenant: tenant.id.clone(),
+            token_id,
+            ip,
+            user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
+            method: req.method.clone(),
+            // h2 requests carry the authority in the URI; h1 ones in `Host`.
+            host: match req.uri.authority() {
+                Some(_) => None,
+                None => req.headers.get(http::header::HOST).cloned(),
+            },
+            uri: req.uri.clone(),
             status,
             upstream_status,
             bytes_in,
             bytes_out,
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
-            request_id: request_id.and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
-            verify: verify.map(str::to_string),
-            refusal: refusal.map(str::to_string),
-            anomalies: flags.names().map(str::to_string).collect(),
+            elapsed,
+            request_id: request_id.cloned(),
+            verify,
+            refusal,
+            flags,
+        }
+    }
+
+    /// The record as stored: strings built, query values redacted, Part-A-shaped text
+    /// scrubbed from every client-supplied field, lengths capped (runs in the writer).
+    pub fn finish(self) -> SessionRecord {
+        let host = match self.uri.authority() {
+            Some(a) => clean(a.as_str(), MAX_HOST),
+            None => self
+                .host
+                .as_ref()
+                .map_or_else(String::new, |h| clean(&String::from_utf8_lossy(h.as_bytes()), MAX_HOST)),
+        };
+        let pq = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        SessionRecord {
+            ts: self.ts,
+            tenant: self.tenant.to_string(),
+            token_id: self.token_id.map(|t| t.to_string()),
+            client_ip: self.ip.map(|i| i.to_string()),
+            user_agent: self
+                .user_agent
+                .map(|v| clean(&String::from_utf8_lossy(v.as_bytes()), MAX_UA)),
+            method: clean(self.method.as_str(), 32),
+            host,
+            path: redact_path(pq),
+            status: self.status,
+            upstream_status: self.upstream_status,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            duration_ms: self.elapsed.as_secs_f64() * 1000.0,
+            request_id: self
+                .request_id
+                .map(|v| clean(&String::from_utf8_lossy(v.as_bytes()), MAX_REQUEST_ID))
+                .unwrap_or_default(),
+            verify: self.verify,
+            refusal: self.refusal.map(str::to_string),
+            anomalies: self.flags.names().map(str::to_string).collect(),
         }
     }
 }
@@ -163,7 +346,7 @@ impl SessionRecord {
 /// The request path's handle: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct SessionLogger {
-    tx: Option<mpsc::Sender<SessionRecord>>,
+    tx: Option<mpsc::Sender<RecordDraft>>,
 }
 
 impl SessionLogger {
@@ -177,7 +360,7 @@ impl SessionLogger {
     }
 
     /// Queue a record; drop and count it if the writer is behind.
-    pub fn log(&self, rec: SessionRecord) {
+    pub fn log(&self, rec: RecordDraft) {
         if let Some(tx) = &self.tx {
             if tx.try_send(rec).is_err() {
                 metrics::global()
@@ -202,14 +385,17 @@ pub struct Query {
 pub struct SessionStore {
     conf: SessionLogConf,
     redis: Option<Arc<RedisStore>>,
+    /// Every configured tenant: their streams are trimmed whether or not they log.
+    tenants: Vec<Arc<str>>,
     memory: Mutex<HashMap<String, VecDeque<SessionRecord>>>,
 }
 
 impl SessionStore {
-    pub fn new(conf: SessionLogConf, redis: Option<Arc<RedisStore>>) -> Arc<SessionStore> {
+    pub fn new(conf: SessionLogConf, redis: Option<Arc<RedisStore>>, tenants: Vec<Arc<str>>) -> Arc<SessionStore> {
         Arc::new(SessionStore {
             conf,
             redis,
+            tenants,
             memory: Mutex::new(HashMap::new()),
         })
     }
@@ -274,6 +460,7 @@ pub fn channel(store: Arc<SessionStore>) -> (SessionLogger, Writer) {
             Writer {
                 rx: Mutex::new(None),
                 store,
+                last_trim_warn: AtomicU64::new(0),
             },
         );
     }
@@ -283,14 +470,22 @@ pub fn channel(store: Arc<SessionStore>) -> (SessionLogger, Writer) {
         Writer {
             rx: Mutex::new(Some(rx)),
             store,
+            last_trim_warn: AtomicU64::new(0),
         },
     )
 }
 
 /// Background service draining the channel into the sinks.
 pub struct Writer {
-    rx: Mutex<Option<mpsc::Receiver<SessionRecord>>>,
+    rx: Mutex<Option<mpsc::Receiver<RecordDraft>>>,
     store: Arc<SessionStore>,
+    /// Unix ms of the last logged trim failure (rate limit).
+    last_trim_warn: AtomicU64,
+}
+
+/// How often streams are trimmed by age: a tenth of `stream_max_age`, between 1 s and 1 min.
+fn trim_period(max_age: Duration) -> Duration {
+    (max_age / 10).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
 struct FileSink {
@@ -365,7 +560,21 @@ impl FileSink {
     }
 }
 
+/// The writer's reusable buffers and its file sink.
+struct Batch {
+    records: Vec<SessionRecord>,
+    lines: Vec<u8>,
+    file: Option<FileSink>,
+}
+
 impl Writer {
+    /// Turn the drafts into records (scrubbed, redacted) and write them; empties `drafts`.
+    async fn flush(&self, drafts: &mut Vec<RecordDraft>, out: &mut Batch) {
+        out.records.clear();
+        out.records.extend(drafts.drain(..).map(RecordDraft::finish));
+        self.write_batch(&out.records, &mut out.file, &mut out.lines).await;
+    }
+
     async fn write_batch(&self, batch: &[SessionRecord], file: &mut Option<FileSink>, lines: &mut Vec<u8>) {
         let conf = &self.store.conf;
         lines.clear();
@@ -394,7 +603,7 @@ impl Writer {
         if let Ok(mut mem) = self.store.memory.lock() {
             for r in batch {
                 let ring = mem.entry(r.tenant.clone()).or_default();
-                if ring.len() >= conf.memory_per_tenant.max(1) {
+                if ring.len() >= conf.memory_per_tenant {
                     ring.pop_front();
                 }
                 ring.push_back(r.clone());
@@ -446,32 +655,52 @@ impl Writer {
         }
     }
 
+    /// Trim every configured tenant's stream to `stream_max_age` (idle tenants included: their
+    /// streams are never touched by `XADD`'s `MAXLEN`). Errors are counted and logged at most
+    /// once a minute.
     async fn trim_by_age(&self) {
         let Some(redis) = &self.store.redis else {
             return;
         };
-        if !self.store.conf.redis_stream {
+        if !self.store.conf.redis_stream || self.store.tenants.is_empty() {
             return;
         }
-        let tenants: Vec<String> = self
-            .store
-            .memory
-            .lock()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        let min_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-            .saturating_sub(self.store.conf.stream_max_age.as_millis() as u64);
-        let Ok(mut conn) = redis.connection() else { return };
-        for t in tenants {
-            let _: Result<(), _> = redis::cmd("XTRIM")
-                .arg(self.store.stream_key(redis, &t))
+        let min_ms = crate::clock::unix_ms().saturating_sub(self.store.conf.stream_max_age.as_millis() as u64);
+        let mut conn = match redis.connection() {
+            Ok(c) => c,
+            Err(e) => {
+                self.trim_failed(self.store.tenants.len(), "all", &e.to_string());
+                return;
+            }
+        };
+        for t in &self.store.tenants {
+            let res: Result<u64, _> = redis::cmd("XTRIM")
+                .arg(self.store.stream_key(redis, t))
                 .arg("MINID")
                 .arg("~")
                 .arg(min_ms)
                 .query_async(&mut conn)
                 .await;
+            if let Err(e) = res {
+                self.trim_failed(1, t, &e.to_string());
+            }
+        }
+    }
+
+    fn trim_failed(&self, n: usize, tenant: &str, err: &str) {
+        metrics::global().session_log_trim_errors.inc_by(n as u64);
+        let now = crate::clock::unix_ms();
+        let last = self.last_trim_warn.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= TRIM_WARN_EVERY_MS
+            && self
+                .last_trim_warn
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "session log: XTRIM by stream_max_age failed (tenant={tenant}): {err}; \
+                 counted in tessera_session_log_trim_errors_total, next warning in a minute at the earliest"
+            );
         }
     }
 }
@@ -483,43 +712,44 @@ impl BackgroundService for Writer {
             return;
         };
         let conf = &self.store.conf;
-        let mut file = conf
-            .file
-            .clone()
-            .map(|p| FileSink::open(p, conf.file_max_bytes, conf.file_keep.max(1)));
-        let mut batch: Vec<SessionRecord> = Vec::with_capacity(BATCH);
-        let mut lines = Vec::with_capacity(64 * 1024);
-        let mut trim = tokio::time::interval(Duration::from_secs(60));
+        let mut drafts: Vec<RecordDraft> = Vec::with_capacity(BATCH);
+        let mut out = Batch {
+            records: Vec::with_capacity(BATCH),
+            lines: Vec::with_capacity(64 * 1024),
+            file: conf
+                .file
+                .clone()
+                .map(|p| FileSink::open(p, conf.file_max_bytes, conf.file_keep)),
+        };
+        let mut trim = tokio::time::interval(trim_period(conf.stream_max_age));
         loop {
             tokio::select! {
-                n = rx.recv_many(&mut batch, BATCH) => {
+                n = rx.recv_many(&mut drafts, BATCH) => {
                     if n == 0 {
                         return;
                     }
-                    if batch.len() < BATCH {
+                    if drafts.len() < BATCH {
                         tokio::time::sleep(LINGER).await;
-                        while batch.len() < BATCH {
+                        while drafts.len() < BATCH {
                             match rx.try_recv() {
-                                Ok(r) => batch.push(r),
+                                Ok(r) => drafts.push(r),
                                 Err(_) => break,
                             }
                         }
                     }
-                    self.write_batch(&batch, &mut file, &mut lines).await;
-                    batch.clear();
+                    self.flush(&mut drafts, &mut out).await;
                 }
                 _ = trim.tick() => self.trim_by_age().await,
                 _ = shutdown.changed() => {
                     // Drain what is queued so a graceful stop loses nothing.
                     while let Ok(r) = rx.try_recv() {
-                        batch.push(r);
-                        if batch.len() == BATCH {
-                            self.write_batch(&batch, &mut file, &mut lines).await;
-                            batch.clear();
+                        drafts.push(r);
+                        if drafts.len() == BATCH {
+                            self.flush(&mut drafts, &mut out).await;
                         }
                     }
-                    if !batch.is_empty() {
-                        self.write_batch(&batch, &mut file, &mut lines).await;
+                    if !drafts.is_empty() {
+                        self.flush(&mut drafts, &mut out).await;
                     }
                     return;
                 }
@@ -545,6 +775,143 @@ mod tests {
         assert_eq!(std::fs::metadata(path.with_extension("1")).unwrap().len(), 60);
         assert!(path.with_extension("2").exists());
         assert!(!path.with_extension("3").exists(), "keeps only file_keep rotated files");
+    }
+
+    /// A Part-A-shaped string: `tsr_` + 78 base62 (checksum not needed to be scrubbed).
+    fn part_a_like(c: char) -> String {
+        format!("tsr_{}", c.to_string().repeat(PART_A_BODY))
+    }
+
+    #[test]
+    fn scrub_replaces_part_a_shapes_anywhere() {
+        let a = part_a_like('Q');
+        assert_eq!(scrub_part_a("/v1/x"), "/v1/x");
+        assert!(matches!(scrub_part_a("/v1/tsr_short_x"), Cow::Borrowed(_)));
+        assert_eq!(scrub_part_a(&a), PART_A_REDACTED);
+        assert_eq!(scrub_part_a(&format!("/p/{a}/q")), format!("/p/{PART_A_REDACTED}/q"));
+        // Glued to other text, prefix case changed, longer run, twice, next to UTF-8.
+        assert_eq!(scrub_part_a(&format!("x{a}9")), format!("x{PART_A_REDACTED}"));
+        assert_eq!(
+            scrub_part_a(&format!("é{}é", a.replace("tsr_", "TSR_"))),
+            format!("é{PART_A_REDACTED}é")
+        );
+        assert_eq!(
+            scrub_part_a(&format!("{a} {a}")),
+            format!("{PART_A_REDACTED} {PART_A_REDACTED}")
+        );
+        // One base62 short of a Part A is kept.
+        let short = &a[..a.len() - 1];
+        assert_eq!(scrub_part_a(short), short);
+        // A real Part A, as minted.
+        let ring = crate::token::Keyring::parse(&format!("k1 {}", "11".repeat(32))).unwrap();
+        let meta = crate::token::TokenMeta {
+            label: "t".into(),
+            created_at: 1,
+            expires_at: None,
+            header: "Authorization".into(),
+            scheme: "Bearer".into(),
+            replaces: None,
+        };
+        let real = crate::token::mint(&ring, "acme", b"upstream", &meta).unwrap().part_a;
+        assert!(!scrub_part_a(&format!("ua {}", real.as_str())).contains(&real[4..]));
+    }
+
+    /// The skipping scan agrees with a plain left-to-right one on many generated strings.
+    #[test]
+    fn scrub_matches_a_naive_scan() {
+        fn naive(s: &str) -> String {
+            let b = s.as_bytes();
+            let (mut out, mut i, mut copied) = (String::new(), 0, 0);
+            while i + 4 <= b.len() {
+                if b[i..i + 4].eq_ignore_ascii_case(b"tsr_") {
+                    let run = b[i + 4..].iter().take_while(|c| c.is_ascii_alphanumeric()).count();
+                    if run >= PART_A_BODY {
+                        out.push_str(&s[copied..i]);
+                        out.push_str(PART_A_REDACTED);
+                        i += 4 + run;
+                        copied = i;
+                        continue;
+                    }
+                }
+                i += 1;
+            }
+            out.push_str(&s[copied..]);
+            out
+        }
+        let pieces = [
+            "tsr_",
+            "TsR_",
+            "a",
+            "Z9",
+            "_",
+            "/",
+            "?",
+            "=",
+            "é",
+            " ",
+            "x".repeat(40).leak(),
+            "tsr",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut scrubbed = 0;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            for _ in 0..next() % 40 {
+                s.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            let got = scrub_part_a(&s);
+            scrubbed += usize::from(matches!(got, Cow::Owned(_)));
+            assert_eq!(got, naive(&s), "{s:?}");
+        }
+        assert!(scrubbed > 50, "only {scrubbed} generated strings held a Part A shape");
+    }
+
+    #[test]
+    fn record_fields_are_scrubbed_in_the_writer() {
+        let a = part_a_like('z');
+        let draft = RecordDraft {
+            ts: 1,
+            tenant: Arc::from("acme"),
+            token_id: None,
+            ip: None,
+            user_agent: Some(HeaderValue::from_str(&format!("agent/{a}")).unwrap()),
+            method: http::Method::GET,
+            uri: format!("/v1/{a}/x?k={a}&{a}=1&{a}").parse().unwrap(),
+            host: Some(HeaderValue::from_str(&format!("{a}.example")).unwrap()),
+            status: 401,
+            upstream_status: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            elapsed: Duration::ZERO,
+            request_id: Some(HeaderValue::from_str(&a).unwrap()),
+            verify: Some(VerifyResult::Malformed),
+            refusal: Some("malformed"),
+            flags: Flags::default(),
+        };
+        let rec = draft.finish();
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(!json.contains(&a[4..]), "{json}");
+        assert_eq!(
+            rec.path,
+            format!("/v1/{PART_A_REDACTED}/x?k=*&{PART_A_REDACTED}=*&{PART_A_REDACTED}")
+        );
+        assert_eq!(rec.request_id, PART_A_REDACTED);
+        assert!(json.contains("\"verify\":\"malformed\""), "{json}");
+    }
+
+    /// A Part A cut by the length cap must not leave its first half behind.
+    #[test]
+    fn scrub_runs_before_truncation() {
+        let a = part_a_like('k');
+        let pq = format!("/{}{a}", "p".repeat(MAX_PATH - 40));
+        let out = redact_path(&pq);
+        assert!(!out.contains("kkkkkkkkkk"), "{out}");
     }
 
     #[test]

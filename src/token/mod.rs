@@ -91,17 +91,115 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// The metric label for this reason.
-    pub fn label(&self) -> &'static str {
+    /// The verification outcome this refusal is counted and logged as.
+    pub fn verify_result(&self) -> VerifyResult {
         match self {
-            TokenError::Malformed(_) => "malformed",
-            TokenError::WrongTenant => "wrong_tenant",
-            TokenError::Unknown => "unknown",
-            TokenError::Revoked => "revoked",
-            TokenError::Expired => "expired",
-            TokenError::Tampered | TokenError::UnknownKid => "tampered",
-            TokenError::BadUpstreamToken => "malformed",
+            TokenError::Malformed(_) | TokenError::BadUpstreamToken => VerifyResult::Malformed,
+            TokenError::WrongTenant => VerifyResult::WrongTenant,
+            TokenError::Unknown => VerifyResult::Unknown,
+            TokenError::Revoked => VerifyResult::Revoked,
+            TokenError::Expired => VerifyResult::Expired,
+            TokenError::Tampered | TokenError::UnknownKid => VerifyResult::Tampered,
         }
+    }
+}
+
+impl From<TokenError> for VerifyResult {
+    fn from(e: TokenError) -> VerifyResult {
+        e.verify_result()
+    }
+}
+
+/// Outcome of checking a request's Part A in `request_filter`. Set once per request; it picks
+/// the metric handle (`TenantMetrics::verification`, an array index), the anomaly trigger
+/// (`is_bad_token_use`) and the session record's `verify` field (`label`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyResult {
+    /// Part A verified and the token was reconstructed.
+    Ok,
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// Not a well-formed Part A (prefix, length, alphabet, checksum, version).
+    Malformed,
+    /// No record under this tenant and id.
+    Unknown,
+    /// Revoked through the admin API (tombstone).
+    Revoked,
+    /// The token's policy expiry has passed.
+    Expired,
+    /// An AEAD check failed or the record names an unknown kid.
+    Tampered,
+    /// Part A minted for another tenant.
+    WrongTenant,
+    /// The fragment store could not answer (fail closed).
+    StoreUnavailable,
+    /// The token is held by an anomaly `block` action.
+    Quarantined,
+    /// The record's credential header is one Tessera sets or strips (see
+    /// `TenantTable::credential_conflict`); the record is refused rather than sent.
+    HeaderConflict,
+}
+
+impl VerifyResult {
+    /// Every outcome, in index order (`self as usize`).
+    pub const ALL: [VerifyResult; 11] = [
+        VerifyResult::Ok,
+        VerifyResult::Missing,
+        VerifyResult::Malformed,
+        VerifyResult::Unknown,
+        VerifyResult::Revoked,
+        VerifyResult::Expired,
+        VerifyResult::Tampered,
+        VerifyResult::WrongTenant,
+        VerifyResult::StoreUnavailable,
+        VerifyResult::Quarantined,
+        VerifyResult::HeaderConflict,
+    ];
+    /// Number of outcomes (size of per-tenant handle arrays).
+    pub const COUNT: usize = VerifyResult::ALL.len();
+
+    /// The `result` label of `tessera_token_verifications_total` and the session record value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            VerifyResult::Ok => "ok",
+            VerifyResult::Missing => "missing",
+            VerifyResult::Malformed => "malformed",
+            VerifyResult::Unknown => "unknown",
+            VerifyResult::Revoked => "revoked",
+            VerifyResult::Expired => "expired",
+            VerifyResult::Tampered => "tampered",
+            VerifyResult::WrongTenant => "wrong_tenant",
+            VerifyResult::StoreUnavailable => "store_unavailable",
+            VerifyResult::Quarantined => "quarantined",
+            VerifyResult::HeaderConflict => "header_conflict",
+        }
+    }
+
+    /// Index into per-outcome arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A Part A that parsed but must not be used: the `bad_token_use` anomaly trigger.
+    /// `missing`, `malformed` (typos, noise) and `store_unavailable` (our outage) are not.
+    pub const fn is_bad_token_use(self) -> bool {
+        matches!(
+            self,
+            VerifyResult::Unknown
+                | VerifyResult::Revoked
+                | VerifyResult::Expired
+                | VerifyResult::Tampered
+                | VerifyResult::WrongTenant
+                | VerifyResult::Quarantined
+                | VerifyResult::HeaderConflict
+        )
+    }
+}
+
+impl fmt::Display for VerifyResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
     }
 }
 

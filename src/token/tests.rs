@@ -308,3 +308,24 @@ fn gf_arithmetic_identities() {
         }
     }
 }
+
+/// Every refusal maps to one outcome, `ALL` is in index order and labels are distinct (they
+/// are Prometheus label values and session record values).
+#[test]
+fn verify_results_are_a_closed_indexed_set() {
+    for (i, r) in VerifyResult::ALL.into_iter().enumerate() {
+        assert_eq!(r.index(), i);
+        assert_eq!(serde_json::to_value(r).unwrap(), r.label());
+        assert_eq!(serde_json::from_value::<VerifyResult>(r.label().into()).unwrap(), r);
+    }
+    let mut labels: Vec<_> = VerifyResult::ALL.iter().map(|r| r.label()).collect();
+    labels.sort();
+    labels.dedup();
+    assert_eq!(labels.len(), VerifyResult::COUNT);
+    assert_eq!(VerifyResult::from(TokenError::UnknownKid), VerifyResult::Tampered);
+    assert_eq!(
+        VerifyResult::from(TokenError::Malformed("checksum")),
+        VerifyResult::Malformed
+    );
+    assert_eq!(VerifyResult::from(TokenError::WrongTenant), VerifyResult::WrongTenant);
+}
