@@ -16,6 +16,11 @@
 //! `record/finish` what the writer pays per record (`RecordDraft::finish`: strings, query
 //! redaction, scrubbing of path, host, user agent, request id) — before this split the proxy
 //! thread built the strings itself (the cost of `finish` without the scrub).
+//!
+//! Measured on the 2-core VM (shared with other builds, so ±15 %), `cargo bench --bench scrub
+//! -- --warm-up-time 1 --measurement-time 2`: clean_path scanner 4.1 ns / regex 68 ns;
+//! user_agent 3.8 ns / 22 ns; path_with_part_a 307 ns / 599 ns; record/capture 217 ns,
+//! record/finish 513 ns.
 
 use std::hint::black_box;
 use std::time::Duration;
