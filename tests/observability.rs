@@ -516,7 +516,10 @@ fn part_a_shaped_client_text_is_scrubbed_from_records_and_logs() {
     let rec = rec.expect("session record for the request");
     assert_eq!(rec["path"], "/v1/items/tsr_[redacted]/x?token=*&tsr_[redacted]");
     assert_eq!(rec["user_agent"], "bot/1.0 (tsr_[redacted])");
-    assert_eq!(rec["request_id"], "tsr_[redacted]");
+    // A Part-A-shaped X-Request-Id is not even accepted (too long for a request id): Tessera
+    // generated its own.
+    let rid = rec["request_id"].as_str().unwrap_or("");
+    assert!(!rid.is_empty() && !rid.contains("tsr_"), "{rid}");
     let (s, v) = t.admin_call("GET", "/v1/tenants/acme/sessions?limit=100", None);
     assert_eq!(s, 200);
     let api = v.to_string();

@@ -182,7 +182,8 @@ impl VerifyResult {
     }
 
     /// A Part A that parsed but must not be used: the `bad_token_use` anomaly trigger.
-    /// `missing`, `malformed` (typos, noise) and `store_unavailable` (our outage) are not.
+    /// `missing`, `malformed` (typos, noise), `store_unavailable` (our outage) and
+    /// `header_conflict` (a record the operator's config now refuses) are not.
     pub const fn is_bad_token_use(self) -> bool {
         matches!(
             self,
@@ -192,7 +193,6 @@ impl VerifyResult {
                 | VerifyResult::Tampered
                 | VerifyResult::WrongTenant
                 | VerifyResult::Quarantined
-                | VerifyResult::HeaderConflict
         )
     }
 }
