@@ -12,6 +12,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod fragments;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

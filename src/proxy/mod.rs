@@ -17,7 +17,7 @@
 //! logging ─ metrics, anomaly detection, session record (try_send, never awaits)
 //! ```
 
-mod headers;
+pub(crate) mod headers;
 mod respond;
 
 use std::net::IpAddr;
