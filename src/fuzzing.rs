@@ -316,7 +316,8 @@ mod tests {
     /// Every committed seed runs through its entry point (what `scripts/fuzz` starts from).
     #[test]
     fn seeds_run_clean() {
-        let entry: [(&str, fn(&[u8])); 4] = [
+        type Entry = (&'static str, fn(&[u8]));
+        let entry: [Entry; 4] = [
             ("part_a", part_a),
             ("config", config),
             ("admin_body", admin_body),
