@@ -13,6 +13,8 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod fragments;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod host;
 pub mod logging;

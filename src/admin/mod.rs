@@ -21,6 +21,8 @@ mod ops;
 mod route;
 mod tokens;
 
+pub(crate) use tokens::{parse_mint, parse_rotate};
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;

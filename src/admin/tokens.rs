@@ -12,7 +12,7 @@ use crate::token::{self, PartA, TokenError, TokenId, TokenMeta};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct MintBody {
+struct MintBody {
     token: Zeroizing<String>,
     #[serde(default)]
     label: String,
@@ -28,22 +28,51 @@ pub(crate) struct MintBody {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RotateBody {
     #[serde(default)]
-    part_a: Option<Zeroizing<String>>,
+    pub(crate) part_a: Option<Zeroizing<String>>,
     #[serde(default)]
-    token: Option<Zeroizing<String>>,
+    pub(crate) token: Option<Zeroizing<String>>,
 }
 
 fn bad_request(message: String) -> Reply {
     err(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
-/// Parse a mint body (`{token, label, expires_at?, header?, scheme?}`).
-pub(crate) fn parse_mint(body: &[u8]) -> Result<MintBody, Reply> {
-    serde_json::from_slice(body)
-        .map_err(|e| bad_request(format!("body: {e}; expected {{\"token\": \"…\", \"label\": \"…\"}}")))
+/// Parse and check a mint body (`{token, label, expires_at?, header?, scheme?}`): the upstream
+/// token and its metadata, `created_at` = `now`. Everything that does not depend on the tenant
+/// is checked here (the tenant's own header rules in `AdminState::check_header`). Every
+/// failure is a `400`. Fuzzed (`fuzzing::admin_body`).
+pub(crate) fn parse_mint(body: &[u8], now: i64) -> Result<(Zeroizing<String>, TokenMeta), Reply> {
+    let req: MintBody = serde_json::from_slice(body)
+        .map_err(|e| bad_request(format!("body: {e}; expected {{\"token\": \"…\", \"label\": \"…\"}}")))?;
+    if req.label.len() > 200 {
+        return Err(bad_request("label is longer than 200 characters".into()));
+    }
+    let expires_at = match req.expires_at.as_deref() {
+        None => None,
+        Some(s) => match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+            Ok(t) if t.unix_timestamp() > now => Some(t.unix_timestamp()),
+            Ok(_) => return Err(bad_request(format!("expires_at {s:?} is in the past"))),
+            Err(_) => {
+                return Err(bad_request(format!(
+                    "expires_at {s:?} is not RFC 3339, e.g. 2027-01-31T00:00:00Z"
+                )))
+            }
+        },
+    };
+    let (header, scheme) = header_form(req.header.as_deref(), req.scheme.as_deref())?;
+    let meta = TokenMeta {
+        label: req.label,
+        created_at: now,
+        expires_at,
+        header,
+        scheme,
+        replaces: None,
+    };
+    Ok((req.token, meta))
 }
 
-/// Parse a rotate body (`{part_a}` or `{token}`; empty is allowed and refused later).
+/// Parse a rotate body (`{part_a}` or `{token}`); an empty body is `{}`. The "exactly one of
+/// part_a / token" check stays in `rotate`, after the store lookup. Fuzzed.
 pub(crate) fn parse_rotate(body: &[u8]) -> Result<RotateBody, Reply> {
     if body.is_empty() {
         return Ok(RotateBody::default());
@@ -51,83 +80,66 @@ pub(crate) fn parse_rotate(body: &[u8]) -> Result<RotateBody, Reply> {
     serde_json::from_slice(body).map_err(|e| bad_request(format!("body: {e}")))
 }
 
+fn cannot_carry(header: &str, why: &str) -> Reply {
+    bad_request(format!(
+        "header {header:?} cannot carry a credential: it is {why}; use Authorization or an API-specific header such as X-Api-Key"
+    ))
+}
+
+/// The tenant-independent form of a credential header: a valid name that is not one Tessera
+/// owns on every request (`reserved`) nor `Cookie` (a client's cookies would be replaced), and
+/// a plain scheme. Returns (header, scheme).
+fn header_form(header: Option<&str>, scheme: Option<&str>) -> Result<(String, String), Reply> {
+    let header = header.unwrap_or("Authorization");
+    let name = http::HeaderName::from_bytes(header.as_bytes())
+        .map_err(|_| bad_request(format!("header {header:?} is not a valid header name")))?;
+    if let Some(r) = crate::reserved::reserved(&name) {
+        return Err(cannot_carry(header, r.reason()));
+    }
+    if name == http::header::COOKIE {
+        return Err(cannot_carry(header, "the client's cookie header"));
+    }
+    let default_scheme = if name == http::header::AUTHORIZATION {
+        "Bearer"
+    } else {
+        ""
+    };
+    let scheme = scheme.unwrap_or(default_scheme);
+    if scheme.len() > 32 || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(bad_request(format!(
+            "scheme {scheme:?} must be letters, digits or '-' (e.g. Bearer, Token), or empty"
+        )));
+    }
+    Ok((header.to_string(), scheme.to_string()))
+}
+
 impl AdminState {
-    /// Check the header form of a credential for `tenant`; returns (header, scheme). The
-    /// header may not be one Tessera sets or strips (`TenantTable::credential_conflict`),
-    /// nor `Cookie` (a client's cookies would be replaced).
-    fn header_form(&self, tenant: &str, header: Option<&str>, scheme: Option<&str>) -> Result<(String, String), Reply> {
-        let header = header.unwrap_or("Authorization");
+    /// The tenant's own rules for a credential header: not any tenant header, not in
+    /// `strip_headers`, not one of the tenant's configured `headers`
+    /// (`TenantTable::credential_conflict`). Checked at mint and at rotate (against today's
+    /// config).
+    fn check_header(&self, tenant: &str, header: &str) -> Result<(), Reply> {
         let name = http::HeaderName::from_bytes(header.as_bytes())
             .map_err(|_| bad_request(format!("header {header:?} is not a valid header name")))?;
-        let conflict = match self.tenants.by_id(tenant) {
-            Some(t) => self.tenants.credential_conflict(t, &name),
-            None => None,
-        };
-        let conflict = conflict.or((name == http::header::COOKIE).then_some("the client's cookie header"));
-        if let Some(why) = conflict {
-            return Err(bad_request(format!(
-                "header {header:?} cannot carry a credential: it is {why}; use Authorization or an API-specific header such as X-Api-Key"
-            )));
+        match self
+            .tenants
+            .by_id(tenant)
+            .and_then(|t| self.tenants.credential_conflict(t, &name))
+        {
+            Some(why) => Err(cannot_carry(header, why)),
+            None => Ok(()),
         }
-        let default_scheme = if name == http::header::AUTHORIZATION {
-            "Bearer"
-        } else {
-            ""
-        };
-        let scheme = scheme.unwrap_or(default_scheme);
-        if scheme.len() > 32 || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(bad_request(format!(
-                "scheme {scheme:?} must be letters, digits or '-' (e.g. Bearer, Token), or empty"
-            )));
-        }
-        Ok((header.to_string(), scheme.to_string()))
     }
 
     pub(super) async fn mint(&self, caller: &AdminToken, tenant: &str, body: &[u8]) -> Reply {
-        let req = match parse_mint(body) {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
-        if req.label.len() > 200 {
-            return err(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "label is longer than 200 characters",
-            );
-        }
-        let expires_at = match req.expires_at.as_deref() {
-            None => None,
-            Some(s) => match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-                Ok(t) if t.unix_timestamp() > now() => Some(t.unix_timestamp()),
-                Ok(_) => {
-                    return err(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        format!("expires_at {s:?} is in the past"),
-                    )
-                }
-                Err(_) => {
-                    return err(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
-                        format!("expires_at {s:?} is not RFC 3339, e.g. 2027-01-31T00:00:00Z"),
-                    )
-                }
-            },
-        };
-        let (header, scheme) = match self.header_form(tenant, req.header.as_deref(), req.scheme.as_deref()) {
+        let (token, meta) = match parse_mint(body, now()) {
             Ok(v) => v,
             Err(r) => return r,
         };
-        let meta = TokenMeta {
-            label: req.label,
-            created_at: now(),
-            expires_at,
-            header,
-            scheme,
-            replaces: None,
-        };
-        self.mint_meta(caller, tenant, req.token.as_bytes(), meta).await
+        if let Err(r) = self.check_header(tenant, &meta.header) {
+            return r;
+        }
+        self.mint_meta(caller, tenant, token.as_bytes(), meta).await
     }
 
     async fn mint_meta(&self, caller: &AdminToken, tenant: &str, token: &[u8], meta: TokenMeta) -> Reply {
@@ -291,7 +303,7 @@ impl AdminState {
                 ),
             };
         // The stored header name is checked against today's config, as at mint.
-        if let Err(r) = self.header_form(tenant, Some(&meta.header), Some(&meta.scheme)) {
+        if let Err(r) = self.check_header(tenant, &meta.header) {
             return r;
         }
         meta.replaces = Some(id.to_string());

@@ -289,7 +289,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "d" => n * 86400.0,
         _ => return None,
     };
-    Some(Duration::from_secs_f64(secs))
+    // `from_secs_f64` panics beyond ~584 billion years; such a value is an error, not a panic.
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 struct Checker {

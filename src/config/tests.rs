@@ -10,6 +10,18 @@ fn durations() {
     assert_eq!(parse_duration("-1s"), None);
 }
 
+/// A duration too large for `Duration` used to panic in `Duration::from_secs_f64`.
+#[test]
+fn durations_too_large_are_problems() {
+    assert_eq!(parse_duration("99999999999999999999"), None);
+    assert_eq!(parse_duration("300000000000000d"), None);
+    let yaml = "listen: { https: \"127.0.0.1:8443\" }\ngrace_period: \"99999999999999999999\"\ntenants: []\n";
+    let Err(ConfigError::Invalid { problems, .. }) = Config::from_yaml(yaml, Path::new("t.yaml")) else {
+        panic!("a huge grace_period must be reported");
+    };
+    assert!(problems.iter().any(|p| p.key == "grace_period"), "{problems:?}");
+}
+
 #[test]
 fn redis_url_errors_hide_passwords() {
     assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://***@h:1/0");

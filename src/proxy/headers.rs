@@ -69,9 +69,11 @@ fn connection_listed(headers: &http::HeaderMap) -> Vec<String> {
     headers
         .get_all(http::header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
+        // Byte-wise: obs-text anywhere in the value must not hide the options listed beside it
+        // (`to_str` fails on the whole value). An option that is not UTF-8 names no header.
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
+        .map(str::to_ascii_lowercase)
         .filter(|t| {
             !t.is_empty()
                 && !matches!(
@@ -135,11 +137,13 @@ fn connection_option(token: &str) -> bool {
 /// mistake or an attempt to make a proxy drop the credential or the tenant header.
 pub fn check_connection(headers: &http::HeaderMap, stripped: &[HeaderName]) -> Result<(), BadRequest> {
     for v in headers.get_all(http::header::CONNECTION) {
-        let Ok(v) = v.to_str() else {
-            return Err(BadRequest::ConnectionListsManaged);
-        };
-        for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if connection_option(token) {
+        // Byte-wise, like `connection_listed`: obs-text elsewhere in the value must not hide a
+        // listed name.
+        for token in v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let Ok(token) = std::str::from_utf8(token) else {
+                continue;
+            };
+            if token.is_empty() || connection_option(token) {
                 continue;
             }
             let Ok(name) = HeaderName::from_bytes(token.as_bytes()) else {
@@ -337,6 +341,21 @@ mod tests {
         req.insert_header("te", "trailers").unwrap();
         strip_hop_by_hop(&mut req);
         assert!(req.headers.get("te").is_some());
+    }
+
+    /// Found by `fuzz/` (request_head): one non-ASCII byte in `Connection` made the whole value
+    /// unreadable, so the headers it listed were forwarded.
+    #[test]
+    fn connection_listed_despite_obs_text() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header(
+            "connection",
+            HeaderValue::from_bytes(b"keep-alive, x-secret-hop,\xce upgrade").unwrap(),
+        )
+        .unwrap();
+        req.insert_header("x-secret-hop", "1").unwrap();
+        strip_hop_by_hop(&mut req);
+        assert!(req.headers.get("x-secret-hop").is_none(), "x-secret-hop kept");
     }
 
     #[test]

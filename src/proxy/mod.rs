@@ -20,7 +20,7 @@
 //! ```
 
 mod handshake;
-mod headers;
+pub(crate) mod headers;
 mod respond;
 
 use std::net::IpAddr;

@@ -17,7 +17,7 @@
 //! yields share B. A tampered Part A yields a wrong DK and the AEAD tag fails before anything
 //! is sent upstream.
 
-mod base62;
+pub(crate) mod base62;
 mod decoy;
 pub mod keyring;
 
