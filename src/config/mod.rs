@@ -387,6 +387,53 @@ impl Config {
 }
 
 fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
+    let (https, listen) = listen_conf(&raw, c);
+    let threads = threads_conf(raw.threads, c);
+    let grace_period = c.duration("grace_period", raw.grace_period.as_deref(), Duration::from_secs(10));
+    let tls = tls_conf(&raw.tls, c);
+    let upstream = upstream_timeouts(&raw.upstream, c);
+    let store = store_conf(raw.store, c);
+    let keys = keys_conf(raw.keys, c);
+    let tenant_ids: Vec<&str> = raw.tenants.iter().map(|t| t.id.as_str()).collect();
+    let admin_tokens = admin_tokens(&raw.admin.tokens, &tenant_ids, c);
+    let session_log = session_log_conf(&raw.session_log, c);
+    let metrics = MetricsConf {
+        tenant_label_cap: raw.metrics.tenant_label_cap.unwrap_or(1000),
+    };
+    let global_anomaly = anomaly_conf(&AnomalyConf::default(), &raw.anomaly, "anomaly", c);
+    let tenants = tenants_conf(raw.tenants, &global_anomaly, c);
+    headers::across_tenants(&tenants, c);
+    let strip_headers = headers::strip_headers(raw.strip_headers.as_deref(), c);
+    if tenants.is_empty() && c.problems.is_empty() {
+        c.bad(
+            "tenants",
+            "no tenants configured; add at least one (see conf/tessera.example.yaml)",
+        );
+    }
+    let limits = limits::validate(&raw.limits, c);
+    https?;
+    Some(Config {
+        path: path.to_path_buf(),
+        listen,
+        threads,
+        grace_period,
+        tls,
+        upstream,
+        store,
+        keys,
+        admin_tokens,
+        session_log,
+        metrics,
+        strip_headers,
+        limits,
+        tenants,
+    })
+}
+
+// === sections of `validate`, in file order ===
+
+/// `listen.*`; the HTTPS address is returned apart because the config is unusable without it.
+fn listen_conf(raw: &RawConfig, c: &mut Checker) -> (Option<SocketAddr>, Listen) {
     let https = c.addr("listen.https", &raw.listen.https);
     let listen = Listen {
         https: https.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -402,7 +449,11 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             );
         }
     }
-    let threads = match raw.threads {
+    (https, listen)
+}
+
+fn threads_conf(raw: Option<usize>, c: &mut Checker) -> usize {
+    match raw {
         Some(0) => {
             c.bad(
                 "threads",
@@ -412,10 +463,11 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         }
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    let grace_period = c.duration("grace_period", raw.grace_period.as_deref(), Duration::from_secs(10));
+    }
+}
 
-    let default_cert = raw.tls.default_cert.as_ref().and_then(|p| {
+fn tls_conf(raw: &raw::RawTls, c: &mut Checker) -> TlsConf {
+    let default_cert = raw.default_cert.as_ref().and_then(|p| {
         match CertSource::load(PathBuf::from(&p.cert), PathBuf::from(&p.key), &[]) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -424,16 +476,18 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             }
         }
     });
-    let tls = TlsConf {
+    TlsConf {
         default_cert,
         reload_interval: c.duration(
             "tls.reload_interval",
-            raw.tls.reload_interval.as_deref(),
+            raw.reload_interval.as_deref(),
             Duration::from_secs(5),
         ),
-    };
-    let u = &raw.upstream;
-    let upstream = UpstreamTimeouts {
+    }
+}
+
+fn upstream_timeouts(u: &raw::RawUpstreamDefaults, c: &mut Checker) -> UpstreamTimeouts {
+    UpstreamTimeouts {
         connect: c.duration(
             "upstream.connect_timeout",
             u.connect_timeout.as_deref(),
@@ -459,9 +513,12 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             u.max_request_duration.as_deref(),
             Duration::from_secs(15 * 60),
         ),
-    };
+    }
+}
 
-    let store = match raw.store {
+/// `store`: embedded (default) or Redis with its topology, cache and heartbeat.
+fn store_conf(raw: Option<RawStore>, c: &mut Checker) -> StoreConf {
+    match raw {
         None => StoreConf::Embedded {
             path: PathBuf::from("./data/tessera.redb"),
         },
@@ -549,9 +606,11 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                 tls_ca_pem,
             })
         }
-    };
+    }
+}
 
-    let keys = match raw.keys {
+fn keys_conf(raw: Option<raw::RawKeys>, c: &mut Checker) -> KeysConf {
+    match raw {
         None => KeysConf::File(PathBuf::from("./conf/keyring")),
         Some(k) => {
             match (k.file, k.env) {
@@ -563,11 +622,13 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
                 }
             }
         }
-    };
+    }
+}
 
-    let tenant_ids: Vec<String> = raw.tenants.iter().map(|t| t.id.clone()).collect();
+/// `admin.tokens`: hashes, scopes naming configured tenants, unique names.
+fn admin_tokens(raw: &[raw::RawAdminToken], tenant_ids: &[&str], c: &mut Checker) -> Vec<AdminToken> {
     let mut admin_tokens = Vec::new();
-    for (i, t) in raw.admin.tokens.iter().enumerate() {
+    for (i, t) in raw.iter().enumerate() {
         let key = format!("admin.tokens[{i}]");
         let mut sha = [0u8; 32];
         if hex::decode_to_slice(&t.sha256, &mut sha).is_err() {
@@ -580,7 +641,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         let scope = if t.scope == "operator" {
             Scope::Operator
         } else if let Some(tenant) = t.scope.strip_prefix("tenant:") {
-            if !tenant_ids.iter().any(|id| id == tenant) {
+            if !tenant_ids.contains(&tenant) {
                 c.bad(
                     format!("{key}.scope"),
                     format!("{:?} names tenant {tenant:?}, which is not in tenants:", t.scope),
@@ -607,8 +668,11 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         });
     }
 
-    let s = &raw.session_log;
-    let session_log = SessionLogConf {
+    admin_tokens
+}
+
+fn session_log_conf(s: &raw::RawSessionLog, c: &mut Checker) -> SessionLogConf {
+    SessionLogConf {
         enabled: s.enabled.unwrap_or(true),
         stdout: s.stdout.unwrap_or(true),
         file: s.file.as_ref().map(PathBuf::from),
@@ -648,16 +712,15 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             10_000,
             "use a positive number of records per tenant (default 10000); the admin API reads them with the embedded store",
         ),
-    };
-    let metrics = MetricsConf {
-        tenant_label_cap: raw.metrics.tenant_label_cap.unwrap_or(1000),
-    };
+    }
+}
 
-    let global_anomaly = anomaly_conf(&AnomalyConf::default(), &raw.anomaly, "anomaly", c);
+/// Every tenant, plus the checks across tenants: unique ids and hostnames.
+fn tenants_conf(raw: Vec<RawTenant>, global_anomaly: &AnomalyConf, c: &mut Checker) -> Vec<TenantConf> {
     let mut tenants = Vec::new();
     let mut seen_hosts: std::collections::HashMap<HostPattern, String> = Default::default();
-    for (i, t) in raw.tenants.into_iter().enumerate() {
-        if let Some(tc) = tenant(i, t, &global_anomaly, c) {
+    for (i, t) in raw.into_iter().enumerate() {
+        if let Some(tc) = tenant(i, t, global_anomaly, c) {
             for h in &tc.hostnames {
                 if let Some(other) = seen_hosts.insert(h.clone(), tc.id.to_string()) {
                     c.bad(
@@ -675,33 +738,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
             tenants.push(tc);
         }
     }
-    headers::across_tenants(&tenants, c);
-    let strip_headers = headers::strip_headers(raw.strip_headers.as_deref(), c);
-    if tenants.is_empty() && c.problems.is_empty() {
-        c.bad(
-            "tenants",
-            "no tenants configured; add at least one (see conf/tessera.example.yaml)",
-        );
-    }
-
-    let limits = limits::validate(&raw.limits, c);
-    https?;
-    Some(Config {
-        path: path.to_path_buf(),
-        listen,
-        threads,
-        grace_period,
-        tls,
-        upstream,
-        store,
-        keys,
-        admin_tokens,
-        session_log,
-        metrics,
-        strip_headers,
-        limits,
-        tenants,
-    })
+    tenants
 }
 
 fn anomaly_conf(base: &AnomalyConf, raw: &RawAnomaly, key: &str, c: &mut Checker) -> AnomalyConf {
