@@ -26,3 +26,4 @@ pub mod session_log;
 pub mod tenants;
 pub mod tls;
 pub mod token;
+pub mod watch;

@@ -27,6 +27,7 @@ use crate::session_log::{self, SessionStore};
 use crate::tenants::{TenantError, TenantTable};
 use crate::tls::CertStore;
 use crate::token::{Keyring, KeyringError};
+use crate::watch::FileStamp;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +87,7 @@ struct KeyringReloader {
 #[async_trait]
 impl BackgroundService for KeyringReloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let stamp = |p: &PathBuf| {
-            std::fs::metadata(p)
-                .ok()
-                .and_then(|m| m.modified().ok().map(|t| (t, m.len())))
-        };
+        let stamp = |p: &PathBuf| FileStamp::of(&[p]);
         let mut last = stamp(&self.path);
         let mut tick = tokio::time::interval(self.interval);
         loop {
@@ -123,73 +120,12 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     crate::token::prepare_refusal_decoy();
     let tenants = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream, &cfg.strip_headers)?);
 
-    let mut conf = ServerConf {
-        threads: cfg.threads,
-        grace_period_seconds: Some(cfg.grace_period.as_secs().max(1)),
-        graceful_shutdown_timeout_seconds: Some(cfg.grace_period.as_secs().max(1)),
-        ..ServerConf::default()
-    };
-    conf.upgrade_sock = opts
-        .upgrade_sock
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| format!("/tmp/tessera-upgrade-{}.sock", cfg.listen.https.port()));
-    let opt = Opt {
-        upgrade: opts.upgrade,
-        ..Opt::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let mut server = pingora_server(&cfg, &opts);
     // With --upgrade this blocks until the old process hands its listeners over (SIGQUIT).
     // The embedded store is opened afterwards: the old process releases the file right then.
     server.bootstrap();
-    let phases = server.watch_execution_phase();
-
-    let mut redis: Option<Arc<RedisStore>> = None;
-    let mut embedded: Option<Arc<EmbeddedStore>> = None;
-    let store: Arc<dyn FragmentStore> = match &cfg.store {
-        StoreConf::Embedded { path } => {
-            metrics::global().store_up.set(1);
-            metrics::global().tracking_up.set(1);
-            let wait = if opts.upgrade {
-                cfg.grace_period + Duration::from_secs(5)
-            } else {
-                Duration::ZERO
-            };
-            let e = Arc::new(EmbeddedStore::open_with_retry(path, wait)?);
-            embedded = Some(e.clone());
-            e
-        }
-        StoreConf::Redis(rc) => {
-            let rt = client_runtime()?;
-            let _guard = rt.enter();
-            let r = RedisStore::new(rc.clone())?;
-            redis = Some(r.clone());
-            r
-        }
-    };
-    if let Some(e) = embedded {
-        // Hand the database file over when a new process takes our listeners (SIGQUIT).
-        let mut phases = phases;
-        client_runtime()?.spawn(async move {
-            while let Ok(phase) = phases.recv().await {
-                if matches!(phase, pingora::server::ExecutionPhase::GracefulUpgradeTransferringFds) {
-                    e.release();
-                }
-            }
-        });
-    }
-
-    // TLS: resolver by SNI, SNI captured for routing, h2 + h1 via ALPN.
-    let certs = CertStore::new(
-        cfg.tenants.iter().map(|t| t.cert.clone()).collect(),
-        cfg.tls.default_cert.clone(),
-        cfg.tls.reload_interval,
-    );
-    let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeHook {
-        tenants: tenants.clone(),
-    }))
-    .map_err(|e| ServeError::Tls(e.to_string()))?;
-    tls.set_cert_resolver(certs.resolver());
-    tls.enable_h2();
+    let (store, redis) = open_store(&cfg, &opts, &server)?;
+    let (certs, tls) = tls_settings(&cfg, &tenants)?;
 
     let sessions_store = SessionStore::new(
         cfg.session_log.clone(),
@@ -271,6 +207,80 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         tenants.len()
     );
     server.run_forever();
+}
+
+/// The Pingora server: threads, grace period, the upgrade socket.
+fn pingora_server(cfg: &Config, opts: &ServeOptions) -> Server {
+    let mut conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(cfg.grace_period.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(cfg.grace_period.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    conf.upgrade_sock = opts
+        .upgrade_sock
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("/tmp/tessera-upgrade-{}.sock", cfg.listen.https.port()));
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        ..Opt::default()
+    };
+    Server::new_with_opt_and_conf(opt, conf)
+}
+
+/// The store the proxy reads, and its Redis side when there is one (tracking, session streams).
+type OpenedStore = (Arc<dyn FragmentStore>, Option<Arc<RedisStore>>);
+
+/// Open the fragment store. The embedded store waits for an upgraded-from process to release
+/// its file and releases it in turn when a new process takes our listeners (SIGQUIT); the
+/// Redis store's background tasks live on the process-wide client runtime.
+fn open_store(cfg: &Config, opts: &ServeOptions, server: &Server) -> Result<OpenedStore, ServeError> {
+    match &cfg.store {
+        StoreConf::Embedded { path } => {
+            metrics::global().store_up.set(1);
+            metrics::global().tracking_up.set(1);
+            let wait = if opts.upgrade {
+                cfg.grace_period + Duration::from_secs(5)
+            } else {
+                Duration::ZERO
+            };
+            let e = Arc::new(EmbeddedStore::open_with_retry(path, wait)?);
+            let mut phases = server.watch_execution_phase();
+            let released = e.clone();
+            client_runtime()?.spawn(async move {
+                while let Ok(phase) = phases.recv().await {
+                    if matches!(phase, pingora::server::ExecutionPhase::GracefulUpgradeTransferringFds) {
+                        released.release();
+                    }
+                }
+            });
+            Ok((e, None))
+        }
+        StoreConf::Redis(rc) => {
+            let rt = client_runtime()?;
+            let _guard = rt.enter();
+            let r = RedisStore::new(rc.clone())?;
+            Ok((r.clone(), Some(r)))
+        }
+    }
+}
+
+/// TLS for the HTTPS listener: certificates by SNI (hot-reloaded by the returned store), SNI
+/// captured for routing, h2 + h1 via ALPN.
+fn tls_settings(cfg: &Config, tenants: &Arc<TenantTable>) -> Result<(Arc<CertStore>, TlsSettings), ServeError> {
+    let certs = CertStore::new(
+        cfg.tenants.iter().map(|t| t.cert.clone()).collect(),
+        cfg.tls.default_cert.clone(),
+        cfg.tls.reload_interval,
+    );
+    let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeHook {
+        tenants: tenants.clone(),
+    }))
+    .map_err(|e| ServeError::Tls(e.to_string()))?;
+    tls.set_cert_resolver(certs.resolver());
+    tls.enable_h2();
+    Ok((certs, tls))
 }
 
 /// Adapter: a background service held in an `Arc`.

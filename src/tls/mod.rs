@@ -12,7 +12,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -24,6 +24,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::host::{HostMap, HostPattern};
+use crate::watch::FileStamp;
 
 /// Why a certificate pair was refused.
 #[derive(Debug, thiserror::Error)]
@@ -61,16 +62,8 @@ impl fmt::Debug for CertSource {
     }
 }
 
-/// Modification time and size of both files: what the reloader compares.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct FileStamp([(Option<SystemTime>, u64); 2]);
-
-fn stamp_of(a: &Path, b: &Path) -> FileStamp {
-    let one = |p: &Path| match std::fs::metadata(p) {
-        Ok(m) => (m.modified().ok(), m.len()),
-        Err(_) => (None, 0),
-    };
-    FileStamp([one(a), one(b)])
+fn stamp_of(cert: &Path, key: &Path) -> FileStamp {
+    FileStamp::of(&[cert, key])
 }
 
 impl CertSource {
