@@ -75,6 +75,15 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
     }
 }
 
+/// The authority a request names: the URI's (HTTP/2 `:authority`, or an absolute-form HTTP/1
+/// target) or else the `Host` header. Raw bytes; callers decide how to treat non-UTF-8.
+pub fn request_authority<'a>(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Option<&'a [u8]> {
+    match uri.authority() {
+        Some(a) => Some(a.as_str().as_bytes()),
+        None => headers.get(http::header::HOST).map(|h| h.as_bytes()),
+    }
+}
+
 /// Hostname patterns → values. Exact names win over wildcards; a wildcard matches exactly
 /// one label more than its domain.
 #[derive(Debug, Clone)]

@@ -95,11 +95,7 @@ impl Proxy {
             .and_then(|s| s.extension.get::<SniInfo>());
         ctx.tls = sni.is_some() || session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()));
+        let host = crate::host::request_authority(&req.uri, &req.headers).and_then(|h| std::str::from_utf8(h).ok());
         let Some(host) = host.filter(|h| !h.is_empty()) else {
             metrics::global().bad_requests.with_label_values(&["no_host"]).inc();
             return Err(Refusal::BadRequest(BadRequest::NoHost));

@@ -223,13 +223,8 @@ pub fn redact_path(pq: &str) -> String {
 /// `METHOD path, Host: host` for Pingora's own error lines (`ProxyHttp::request_summary`),
 /// with the same redaction as session records.
 pub fn request_summary(req: &RequestHeader) -> String {
-    let host = match req.uri.authority() {
-        Some(a) => Cow::Borrowed(a.as_str()),
-        None => req
-            .headers
-            .get(http::header::HOST)
-            .map_or(Cow::Borrowed("-"), |h| String::from_utf8_lossy(h.as_bytes())),
-    };
+    let host =
+        crate::host::request_authority(&req.uri, &req.headers).map_or(Cow::Borrowed("-"), String::from_utf8_lossy);
     let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
     format!(
         "{} {}, Host: {}",
