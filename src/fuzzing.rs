@@ -217,13 +217,7 @@ pub fn request_head(data: &[u8]) {
     // upstream_request_filter
     let listed = connection_options(&req);
     headers::strip_hop_by_hop(&mut req);
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "upgrade",
-    ] {
+    for name in headers::HOP_BY_HOP {
         assert!(req.headers.get(name).is_none(), "hop-by-hop header {name} kept");
     }
     if let Some(te) = req.headers.get(http::header::TE) {

@@ -157,6 +157,16 @@ pub fn check_connection(headers: &http::HeaderMap, stripped: &[HeaderName]) -> R
     Ok(())
 }
 
+/// Request headers never forwarded (besides `TE`, kept only as `TE: trailers`, and whatever
+/// `Connection` lists).
+pub(crate) const HOP_BY_HOP: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "upgrade",
+];
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and proxy credentials are not forwarded, nor any header
 /// the client listed in `Connection`. Framing (`Transfer-Encoding`, `Content-Length`) is left
 /// to Pingora.
@@ -165,13 +175,7 @@ pub fn strip_hop_by_hop(up: &mut RequestHeader) {
     for name in listed {
         up.remove_header(name.as_str());
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "upgrade",
-    ] {
+    for name in HOP_BY_HOP {
         up.remove_header(name);
     }
     // `TE: trailers` is the one TE value allowed through (and needed by gRPC upstreams).
