@@ -19,6 +19,7 @@
 #   5 redis-cache     as 4, Redis store, local cache on (warm)
 #   6 redis-nocache   as 4, Redis store, cache off (one Redis round trip per request)
 #   7 split-nolog     as 4, session_log and anomaly disabled (4 has both on, the default)
+#   7b split-steal    as 4, work_stealing: true (Pingora's default runtime; Tessera's is false)
 #                     (the default session log writes a JSON line per request to stdout, captured in
 #                     WORK/<case>/tessera.log, and with a Redis store also XADDs it to a stream)
 #   8 nginx-https     nginx HTTPS reverse proxy to the same upstream (NGINX=0 skips)
@@ -398,6 +399,9 @@ split_case redis-nocache "{ kind: redis, url: \"redis://127.0.0.1:$REDIS_PORT/0\
 # 7. split token without session log and anomaly detection
 split_case split-nolog "$(EMBEDDED split-nolog)" "$NOLOG"
 
+# 7b. split token on Pingora's work-stealing runtime (Tessera's default is work_stealing: false)
+split_case split-steal "$(EMBEDDED split-steal)" "work_stealing: true"
+
 # 8. nginx as an HTTPS reverse proxy (peer comparison)
 if [ "$NGINX" = 1 ] && [ -x "$NGINX_BIN" ]; then
     NG=$WORK/nginx
@@ -463,6 +467,7 @@ declare -A LABEL=(
     [redis-cache]="5 as 4, redis store, cache on"
     [redis-nocache]="6 as 4, redis store, cache off"
     [split-nolog]="7 as 4, no session log/anomaly"
+    [split-steal]="7b as 4, work_stealing: true"
     [nginx-https]="8 nginx https reverse proxy"
 )
 echo
@@ -473,7 +478,7 @@ printf '%-42s %11s %10s %10s %9s %9s %6s  %s\n' case "req/s" "p50 ms" "p99 ms" "
 printf '%-42s %11s %10s %10s %9s %9s %6s  %s\n' "------------------------------------------" "-----------" "----------" "----------" "---------" "---------" "------" "--------------"
 for c in "${CASES[@]}"; do
     vs4="-"
-    case $c in redis-cache|redis-nocache|split-nolog) vs4=$(ratio "${RPS[$c]}" "${RPS[https-split]:-}") ;; esac
+    case $c in redis-cache|redis-nocache|split-nolog|split-steal) vs4=$(ratio "${RPS[$c]}" "${RPS[https-split]:-}") ;; esac
     printf '%-42s %11s %10s %10s %9s %9s %6s  %s\n' "${LABEL[$c]:-$c}" "${RPS[$c]:-}" "${P50[$c]:--}" "${P99[$c]:--}" \
         "$(ratio "${RPS[$c]}" "${RPS[direct]:-}")" "$vs4" "${BUSY[$c]:--}" "${ERRS[$c]:-}${NOTE[$c]:+ ${NOTE[$c]}}"
 done

@@ -213,6 +213,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
 fn pingora_server(cfg: &Config, opts: &ServeOptions) -> Server {
     let mut conf = ServerConf {
         threads: cfg.threads,
+        work_stealing: cfg.work_stealing,
         grace_period_seconds: Some(cfg.grace_period.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(cfg.grace_period.as_secs().max(1)),
         ..ServerConf::default()

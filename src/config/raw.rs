@@ -12,6 +12,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub threads: Option<usize>,
     #[serde(default)]
+    pub work_stealing: Option<bool>,
+    #[serde(default)]
     pub grace_period: Option<String>,
     #[serde(default)]
     pub tls: RawTls,
