@@ -396,17 +396,7 @@ fn start_with_session_log(setup: &Setup, name: &str, extra: &str) -> Tessera {
     let yaml = setup
         .yaml(&ports, name)
         .replace("session_log: { file: \"", &format!("session_log: {{ {extra}, file: \""));
-    let cfg = setup.path(&format!("{name}.yaml"));
-    std::fs::write(&cfg, yaml).unwrap();
-    Tessera::spawn(
-        cfg,
-        ports,
-        setup.path(&format!("{name}.log")),
-        setup.path(&format!("{name}.sessions.jsonl")),
-        setup.ca_pem.clone(),
-        setup.admin_token.clone(),
-        &[],
-    )
+    setup.start_yaml(name, ports, &yaml, &[])
 }
 
 /// `stream_max_age` applies to every configured tenant's stream, including a tenant that has

@@ -95,17 +95,7 @@ fn default_cert_serves_unknown_sni_with_404_json() {
     let yaml = setup
         .yaml(&ports, "dflt")
         .replacen("tls: { reload_interval: 200ms }\n", "", 1);
-    let cfg = setup.path("dflt.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let t = Tessera::spawn(
-        cfg,
-        ports,
-        setup.path("dflt.log"),
-        setup.path("dflt.jsonl"),
-        setup.ca_pem.clone(),
-        setup.admin_token.clone(),
-        &[],
-    );
+    let t = setup.start_yaml("dflt", ports, &yaml, &[]);
     assert_eq!(
         handshake(t.ports.https, "fallback.example", &setup.ca_pem).unwrap(),
         leaf_der(&cert)

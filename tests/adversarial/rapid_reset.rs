@@ -162,7 +162,6 @@ fn reset_streams_do_not_reach_the_upstream_and_the_ip_is_refused() {
     // session_log is also set by the harness; keep only ours.
     let t = {
         let ports = Ports::new();
-        let cfg = s.path("rr.yaml");
         let yaml = s.yaml(&ports, "rr").replace(
             &format!(
                 "session_log: {{ file: \"{}\" }}\n",
@@ -170,16 +169,7 @@ fn reset_streams_do_not_reach_the_upstream_and_the_ip_is_refused() {
             ),
             "",
         );
-        std::fs::write(&cfg, yaml).unwrap();
-        Tessera::spawn(
-            cfg,
-            ports,
-            s.path("rr.log"),
-            s.path("rr.sessions.jsonl"),
-            s.ca_pem.clone(),
-            s.admin_token.clone(),
-            &[("RUST_LOG", "info")],
-        )
+        s.start_yaml("rr", ports, &yaml, &[("RUST_LOG", "info")])
     };
     t.wait_ready();
     let (_id, part_a) = t.mint("acme", "real-upstream-credential");

@@ -183,8 +183,15 @@ impl Setup {
 
     pub fn start_with_env(&self, name: &str, env: &[(&str, &str)]) -> Tessera {
         let ports = Ports::new();
+        let yaml = self.yaml(&ports, name);
+        self.start_yaml(name, ports, &yaml, env)
+    }
+
+    /// Start one instance from YAML the test rendered (usually `yaml()` edited) on `ports`;
+    /// logs and session records go to `<name>.log` and `<name>.sessions.jsonl`.
+    pub fn start_yaml(&self, name: &str, ports: Ports, yaml: &str, env: &[(&str, &str)]) -> Tessera {
         let cfg = self.path(&format!("{name}.yaml"));
-        std::fs::write(&cfg, self.yaml(&ports, name)).unwrap();
+        std::fs::write(&cfg, yaml).unwrap();
         Tessera::spawn(
             cfg,
             ports,
