@@ -11,6 +11,7 @@ pub mod anomaly;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod fragments;
 #[doc(hidden)]

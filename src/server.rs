@@ -156,6 +156,11 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     server.add_service(proxy_service);
 
     if let Some(addr) = cfg.listen.admin {
+        let console = crate::console::Console::new(&cfg.admin, tenants.clone());
+        server.add_service(background_service(
+            "console history sampler",
+            crate::console::history::Sampler(console.history.clone()),
+        ));
         let state = Arc::new(AdminState {
             tokens: cfg.admin_tokens.clone(),
             tenants: tenants.clone(),
@@ -163,6 +168,8 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
             keyring: keyring.clone(),
             sessions: sessions_store,
             anomaly: anomaly.clone(),
+            audit: crate::console::audit::AuditLog::new(cfg.admin.audit_capacity),
+            console,
         });
         let mut admin = Service::new("tessera admin".to_string(), AdminApp(state));
         admin.add_tcp(&addr.to_string());

@@ -11,7 +11,12 @@
 //! GET    /v1/tenants/{t}/sessions?token_id=&since=&limit=
 //! GET    /v1/keys                                   kids and record counts per kid (operator)
 //! POST   /v1/keys/rotate                            re-seal every record under the active kid (operator)
+//! GET    /v1/audit?tenant=&limit=                   audit log, newest first (operator: all; tenant scope: its tenant)
+//! GET    /console/…                                 security console (HTML; `crate::console`)
 //! ```
+//! Every state-changing call (mint, revoke, rotate, unblock, key rotation) is appended to the
+//! audit log (`crate::console::audit`) with the caller's name, `source: api`; the console's
+//! actions call the same methods and are recorded with `source: console`.
 //! Callers send `Authorization: Bearer <admin token>`; the SHA-256 of it is compared in
 //! constant time with every configured hash. Scope `operator` reaches every tenant,
 //! `tenant:<id>` only that tenant. No token → 401, wrong scope → 403. Part A appears in a
@@ -28,8 +33,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -38,6 +45,8 @@ use zeroize::Zeroizing;
 use crate::anomaly::Detector;
 pub(crate) use crate::clock::unix_secs as now;
 use crate::config::{AdminToken, Scope};
+use crate::console::audit::{Action, AuditLog, Source};
+use crate::console::Console;
 use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
 use crate::session_log::SessionStore;
@@ -55,6 +64,10 @@ pub struct AdminState {
     pub keyring: Arc<ArcSwap<Keyring>>,
     pub sessions: Arc<SessionStore>,
     pub anomaly: Arc<Detector>,
+    /// Admin actions, API and console alike.
+    pub audit: AuditLog,
+    /// Console sessions and overview history.
+    pub console: Console,
 }
 
 /// The admin HTTP app.
@@ -100,7 +113,13 @@ impl AdminState {
     fn caller(&self, session: &ServerSession) -> Option<&AdminToken> {
         let v = session.req_header().headers.get(http::header::AUTHORIZATION)?;
         let presented = crate::proxy::bearer_value(v.as_bytes())?;
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.caller_for(presented.as_bytes())
+    }
+
+    /// The configured admin token whose SHA-256 matches `presented` (API header or console
+    /// login form), compared in constant time against every hash.
+    pub(crate) fn caller_for(&self, presented: &[u8]) -> Option<&AdminToken> {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
         let mut found = None;
         for t in &self.tokens {
             if bool::from(t.sha256.ct_eq(&digest)) {
@@ -110,7 +129,7 @@ impl AdminState {
         found
     }
 
-    fn allowed(caller: &AdminToken, tenant: Option<&str>) -> bool {
+    pub(crate) fn allowed(caller: &AdminToken, tenant: Option<&str>) -> bool {
         match (&caller.scope, tenant) {
             (Scope::Operator, _) => true,
             (Scope::Tenant(t), Some(want)) => t == want,
@@ -150,6 +169,10 @@ impl AdminState {
                 "send Authorization: Bearer <admin token> (configured in admin.tokens)",
             );
         };
+        let query = session.req_header().uri.query().unwrap_or("").to_string();
+        if route == Route::Audit {
+            return self.audit_list(caller, &query);
+        }
         if let Some(r) = self.check_scope(caller, route.tenant()) {
             return r;
         }
@@ -161,18 +184,103 @@ impl AdminState {
         } else {
             Zeroizing::new(Vec::new())
         };
-        let query = session.req_header().uri.query().unwrap_or("");
-        match route {
-            Route::MintToken { tenant } => self.mint(caller, &tenant, &body).await,
-            Route::ListTokens { tenant } => self.list(&tenant).await,
-            Route::RevokeToken { tenant, id } => self.revoke(caller, &tenant, &id).await,
-            Route::RotateToken { tenant, id } => self.rotate(caller, &tenant, &id, &body).await,
-            Route::UnblockToken { tenant, id } => self.unblock(caller, &tenant, &id),
-            Route::Sessions { tenant } => self.sessions(&tenant, query).await,
+        let reply = match &route {
+            Route::MintToken { tenant } => self.mint(caller, tenant, &body).await,
+            Route::ListTokens { tenant } => self.list(tenant).await,
+            Route::RevokeToken { tenant, id } => self.revoke(caller, tenant, id).await,
+            Route::RotateToken { tenant, id } => self.rotate(caller, tenant, id, &body).await,
+            Route::UnblockToken { tenant, id } => self.unblock(caller, tenant, id),
+            Route::Sessions { tenant } => self.sessions(tenant, &query).await,
             Route::Keys => self.keys().await,
             Route::RotateKeys => self.rotate_keys(caller).await,
-            Route::Healthz | Route::Readyz => self.public(&route),
+            Route::Healthz | Route::Readyz | Route::Audit => self.public(&route),
+        };
+        if let Some(action) = route.audit_action() {
+            self.audited(caller, Source::Api, action, route.tenant(), route.token_id(), &reply);
         }
+        reply
+    }
+
+    /// Append a finished action to the audit log: the target, the status, and what the reply
+    /// adds (a new token id after mint or rotate, the error code of a failure, rotation counts).
+    /// Never copies `part_a` or anything else from the reply body.
+    pub(crate) fn audited(
+        &self,
+        caller: &AdminToken,
+        source: Source,
+        action: &'static str,
+        tenant: Option<&str>,
+        target: Option<&crate::token::TokenId>,
+        reply: &Reply,
+    ) {
+        let Reply(status, body) = reply;
+        let mut detail = Vec::new();
+        if let Some(e) = body.get("error").and_then(Value::as_str) {
+            detail.push(format!("error={e}"));
+        } else if let Some(new) = body.get("id").and_then(Value::as_str) {
+            if target.is_none_or(|t| t.to_string() != new) {
+                detail.push(format!("new_id={new}"));
+            }
+        }
+        for k in ["resealed", "failed", "revoked", "already_revoked"] {
+            if let Some(n) = body.get(k).and_then(Value::as_u64) {
+                detail.push(format!("{k}={n}"));
+            }
+        }
+        self.audit.record(
+            caller,
+            source,
+            Action {
+                action,
+                tenant,
+                target: target.map(|t| t.to_string()),
+                status: status.as_u16(),
+                detail: detail.join(" "),
+            },
+        );
+    }
+
+    /// `GET /v1/audit?tenant=&limit=`: newest first. A tenant-scoped caller sees its own
+    /// tenant's entries only and may not name another tenant.
+    fn audit_list(&self, caller: &AdminToken, query: &str) -> Reply {
+        let (mut tenant, mut limit) = (None, 1000usize);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "tenant" => tenant = Some(v.to_string()),
+                "limit" => match v.parse::<usize>() {
+                    Ok(n) if (1..=100_000).contains(&n) => limit = n,
+                    _ => {
+                        return err(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request",
+                            format!("limit {v:?}: give 1-100000"),
+                        )
+                    }
+                },
+                other => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("unknown parameter {other:?}; use tenant, limit"),
+                    )
+                }
+            }
+        }
+        let tenant = match (&caller.scope, tenant) {
+            (Scope::Operator, t) => t,
+            (Scope::Tenant(own), None) => Some(own.clone()),
+            (Scope::Tenant(own), Some(t)) if *own == t => Some(t),
+            (Scope::Tenant(_), Some(_)) => {
+                return err(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this admin token may not act on that tenant",
+                )
+            }
+        };
+        let entries = self.audit.list(tenant.as_deref(), limit);
+        Reply(StatusCode::OK, json!({"entries": entries}))
     }
 
     /// `/healthz` and `/readyz`.
@@ -195,7 +303,7 @@ impl AdminState {
     /// `Some(reply)` when the caller may not act on `tenant`. An unknown tenant is `404` for
     /// a caller who could see it and `403` otherwise (a tenant-scoped caller learns nothing
     /// about other tenants).
-    fn check_scope(&self, caller: &AdminToken, tenant: Option<&str>) -> Option<Reply> {
+    pub(crate) fn check_scope(&self, caller: &AdminToken, tenant: Option<&str>) -> Option<Reply> {
         let forbidden = || {
             err(
                 StatusCode::FORBIDDEN,
@@ -217,7 +325,7 @@ impl AdminState {
     }
 }
 
-async fn read_body(session: &mut ServerSession) -> Result<Zeroizing<Vec<u8>>, Reply> {
+pub(crate) async fn read_body(session: &mut ServerSession) -> Result<Zeroizing<Vec<u8>>, Reply> {
     let mut body = Zeroizing::new(Vec::new());
     loop {
         match session.read_request_body().await {
@@ -243,19 +351,25 @@ async fn read_body(session: &mut ServerSession) -> Result<Zeroizing<Vec<u8>>, Re
     }
 }
 
-#[async_trait]
-impl ServeHttp for AdminApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+/// Count an admin answer (API or console) in `tessera_admin_requests_total{outcome}`;
+/// redirects count as `ok`.
+pub(crate) fn count_outcome(status: StatusCode) {
+    let outcome = match status.as_u16() {
+        200..=399 => "ok",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        400..=499 => "bad_request",
+        _ => "error",
+    };
+    metrics::global().admin_requests.with_label_values(&[outcome]).inc();
+}
+
+impl AdminApp {
+    /// A JSON API answer, whole.
+    pub async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let Reply(status, body) = self.0.route(session).await;
-        let outcome = match status.as_u16() {
-            200..=299 => "ok",
-            401 => "unauthorized",
-            403 => "forbidden",
-            404 => "not_found",
-            400..=499 => "bad_request",
-            _ => "error",
-        };
-        metrics::global().admin_requests.with_label_values(&[outcome]).inc();
+        count_outcome(status);
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         Response::builder()
             .status(status)
@@ -264,5 +378,51 @@ impl ServeHttp for AdminApp {
             .header(http::header::CONTENT_LENGTH, bytes.len())
             .body(bytes)
             .unwrap_or_default()
+    }
+}
+
+/// Pingora's `ServeHttp` flow (read the head, answer, keep the connection) with one addition:
+/// paths under `/console/` go to the console, which writes its own response (the live tail
+/// streams). Everything else is the JSON API (`response`).
+#[async_trait]
+impl HttpServerApp for AdminApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                log::debug!("admin: reading request: {e}");
+                return None;
+            }
+        }
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        if crate::console::is_console(http.req_header().uri.path()) {
+            crate::console::serve(&self.0, &mut http, shutdown).await;
+        } else {
+            let (parts, body) = self.response(&mut http).await.into_parts();
+            let head: ResponseHeader = parts.into();
+            if let Err(e) = http.write_response_header(Box::new(head)).await {
+                log::debug!("admin: writing response: {e}");
+                return None;
+            }
+            if !body.is_empty() {
+                if let Err(e) = http.write_response_body(body.into(), true).await {
+                    log::debug!("admin: writing response: {e}");
+                    return None;
+                }
+            }
+        }
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(c) => c.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(e) => {
+                log::debug!("admin: finishing response: {e}");
+                None
+            }
+        }
     }
 }

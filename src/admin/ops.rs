@@ -11,7 +11,7 @@ use crate::session_log::Query;
 use crate::token::{self, TokenId};
 
 impl AdminState {
-    pub(super) async fn sessions(&self, tenant: &str, query: &str) -> Reply {
+    pub(crate) async fn sessions(&self, tenant: &str, query: &str) -> Reply {
         let mut q = Query {
             limit: 100,
             ..Default::default()
@@ -64,7 +64,7 @@ impl AdminState {
         }
     }
 
-    pub(super) async fn keys(&self) -> Reply {
+    pub(crate) async fn keys(&self) -> Reply {
         let entries = match self.store.list(None).await {
             Ok(e) => e,
             Err(e) => return store_err(e),
@@ -82,7 +82,7 @@ impl AdminState {
         )
     }
 
-    pub(super) async fn rotate_keys(&self, caller: &AdminToken) -> Reply {
+    pub(crate) async fn rotate_keys(&self, caller: &AdminToken) -> Reply {
         if caller.scope != Scope::Operator {
             return err(
                 StatusCode::FORBIDDEN,

@@ -9,14 +9,31 @@ use crate::token::TokenId;
 pub enum Route {
     Healthz,
     Readyz,
-    MintToken { tenant: String },
-    ListTokens { tenant: String },
-    RevokeToken { tenant: String, id: TokenId },
-    RotateToken { tenant: String, id: TokenId },
-    UnblockToken { tenant: String, id: TokenId },
-    Sessions { tenant: String },
+    MintToken {
+        tenant: String,
+    },
+    ListTokens {
+        tenant: String,
+    },
+    RevokeToken {
+        tenant: String,
+        id: TokenId,
+    },
+    RotateToken {
+        tenant: String,
+        id: TokenId,
+    },
+    UnblockToken {
+        tenant: String,
+        id: TokenId,
+    },
+    Sessions {
+        tenant: String,
+    },
     Keys,
     RotateKeys,
+    /// `GET /v1/audit`: operators see every entry, a tenant scope its tenant's.
+    Audit,
 }
 
 /// Why a method + path is not a route.
@@ -54,6 +71,7 @@ impl Route {
             ("GET", ["v1", "tenants", tn, "sessions"]) => Route::Sessions { tenant: t(tn) },
             ("GET", ["v1", "keys"]) => Route::Keys,
             ("POST", ["v1", "keys", "rotate"]) => Route::RotateKeys,
+            ("GET", ["v1", "audit"]) => Route::Audit,
             _ => return Err(RouteError::NotFound),
         };
         Ok(r)
@@ -73,7 +91,27 @@ impl Route {
             | Route::RotateToken { tenant, .. }
             | Route::UnblockToken { tenant, .. }
             | Route::Sessions { tenant } => Some(tenant),
-            Route::Healthz | Route::Readyz | Route::Keys | Route::RotateKeys => None,
+            Route::Healthz | Route::Readyz | Route::Keys | Route::RotateKeys | Route::Audit => None,
+        }
+    }
+
+    /// The audit log's name for a state-changing call, `None` for reads.
+    pub fn audit_action(&self) -> Option<&'static str> {
+        match self {
+            Route::MintToken { .. } => Some("mint"),
+            Route::RevokeToken { .. } => Some("revoke"),
+            Route::RotateToken { .. } => Some("rotate"),
+            Route::UnblockToken { .. } => Some("unblock"),
+            Route::RotateKeys => Some("rotate_keys"),
+            _ => None,
+        }
+    }
+
+    /// The token the call acts on, if any.
+    pub fn token_id(&self) -> Option<&TokenId> {
+        match self {
+            Route::RevokeToken { id, .. } | Route::RotateToken { id, .. } | Route::UnblockToken { id, .. } => Some(id),
+            _ => None,
         }
     }
 
@@ -134,5 +172,8 @@ mod tests {
         assert_eq!(r.tenant(), Some("globex"));
         assert!(!r.is_public() && !r.has_body());
         assert!(Route::Readyz.is_public());
+        assert_eq!(Route::parse(&Method::GET, "/v1/audit"), Ok(Route::Audit));
+        assert_eq!(Route::Audit.audit_action(), None);
+        assert_eq!(Route::RotateKeys.audit_action(), Some("rotate_keys"));
     }
 }

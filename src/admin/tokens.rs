@@ -131,7 +131,7 @@ impl AdminState {
         }
     }
 
-    pub(super) async fn mint(&self, caller: &AdminToken, tenant: &str, body: &[u8]) -> Reply {
+    pub(crate) async fn mint(&self, caller: &AdminToken, tenant: &str, body: &[u8]) -> Reply {
         let (token, meta) = match parse_mint(body, now()) {
             Ok(v) => v,
             Err(r) => return r,
@@ -181,7 +181,7 @@ impl AdminState {
         )
     }
 
-    pub(super) async fn list(&self, tenant: &str) -> Reply {
+    pub(crate) async fn list(&self, tenant: &str) -> Reply {
         let entries = match self.store.list(Some(tenant)).await {
             Ok(e) => e,
             Err(e) => return store_err(e),
@@ -216,7 +216,7 @@ impl AdminState {
         Reply(StatusCode::OK, json!({"tenant": tenant, "tokens": tokens}))
     }
 
-    pub(super) async fn revoke(&self, caller: &AdminToken, tenant: &str, id: &TokenId) -> Reply {
+    pub(crate) async fn revoke(&self, caller: &AdminToken, tenant: &str, id: &TokenId) -> Reply {
         match self.store.get(tenant, id).await {
             Ok(Some(r)) if token::is_tombstone(&r).is_none() => {}
             Ok(Some(_)) => {
@@ -242,7 +242,7 @@ impl AdminState {
         Reply(StatusCode::OK, json!({"id": id.to_string(), "revoked": true}))
     }
 
-    pub(super) async fn rotate(&self, caller: &AdminToken, tenant: &str, id: &TokenId, body: &[u8]) -> Reply {
+    pub(crate) async fn rotate(&self, caller: &AdminToken, tenant: &str, id: &TokenId, body: &[u8]) -> Reply {
         let req = match parse_rotate(body) {
             Ok(r) => r,
             Err(r) => return r,
@@ -325,7 +325,7 @@ impl AdminState {
         reply
     }
 
-    pub(super) fn unblock(&self, caller: &AdminToken, tenant: &str, id: &TokenId) -> Reply {
+    pub(crate) fn unblock(&self, caller: &AdminToken, tenant: &str, id: &TokenId) -> Reply {
         let Some(t) = self.tenants.by_id(tenant) else {
             return err(StatusCode::NOT_FOUND, "unknown_tenant", tenant.to_string());
         };

@@ -74,6 +74,8 @@ pub struct Config {
     pub store: StoreConf,
     pub keys: KeysConf,
     pub admin_tokens: Vec<AdminToken>,
+    /// `admin.console` and `admin.audit_capacity`.
+    pub admin: AdminConf,
     pub session_log: SessionLogConf,
     pub metrics: MetricsConf,
     /// Removed from every client request, besides the tenant header names of all tenants.
@@ -156,6 +158,18 @@ pub struct AdminToken {
     pub name: String,
     pub sha256: [u8; 32],
     pub scope: Scope,
+}
+
+/// The security console and the audit log (`admin.*` besides the tokens).
+#[derive(Debug, Clone)]
+pub struct AdminConf {
+    /// A console session unused this long is over (`admin.console.idle_timeout`, 30 min).
+    pub console_idle: Duration,
+    /// A console session is over this long after login, used or not
+    /// (`admin.console.absolute_timeout`, 8 h).
+    pub console_absolute: Duration,
+    /// Audit entries kept in memory, oldest dropped first (`admin.audit_capacity`, 10000).
+    pub audit_capacity: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -401,6 +415,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
     let keys = keys_conf(raw.keys, c);
     let tenant_ids: Vec<&str> = raw.tenants.iter().map(|t| t.id.as_str()).collect();
     let admin_tokens = admin_tokens(&raw.admin.tokens, &tenant_ids, c);
+    let admin = admin_conf(&raw.admin, c);
     let session_log = session_log_conf(&raw.session_log, c);
     let metrics = MetricsConf {
         tenant_label_cap: raw.metrics.tenant_label_cap.unwrap_or(1000),
@@ -428,6 +443,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         store,
         keys,
         admin_tokens,
+        admin,
         session_log,
         metrics,
         strip_headers,
@@ -675,6 +691,47 @@ fn admin_tokens(raw: &[raw::RawAdminToken], tenant_ids: &[&str], c: &mut Checker
     }
 
     admin_tokens
+}
+
+/// `admin.console.*` and `admin.audit_capacity`: positive durations, idle no longer than
+/// absolute, a bounded audit ring.
+fn admin_conf(a: &raw::RawAdmin, c: &mut Checker) -> AdminConf {
+    let console_idle = c.duration(
+        "admin.console.idle_timeout",
+        a.console.idle_timeout.as_deref(),
+        Duration::from_secs(30 * 60),
+    );
+    let console_absolute = c.duration(
+        "admin.console.absolute_timeout",
+        a.console.absolute_timeout.as_deref(),
+        Duration::from_secs(8 * 3600),
+    );
+    if console_idle > console_absolute {
+        c.bad(
+            "admin.console.idle_timeout",
+            format!(
+                "{:?} is longer than admin.console.absolute_timeout ({:?}); make it shorter (defaults 30m and 8h)",
+                console_idle, console_absolute
+            ),
+        );
+    }
+    let audit_capacity = c.nonzero(
+        "admin.audit_capacity",
+        a.audit_capacity,
+        10_000,
+        "use a positive number of audit entries kept in memory (default 10000)",
+    );
+    if audit_capacity > 1_000_000 {
+        c.bad(
+            "admin.audit_capacity",
+            format!("{audit_capacity} is over 1000000; the ring lives in memory (default 10000)"),
+        );
+    }
+    AdminConf {
+        console_idle,
+        console_absolute,
+        audit_capacity,
+    }
 }
 
 fn session_log_conf(s: &raw::RawSessionLog, c: &mut Checker) -> SessionLogConf {

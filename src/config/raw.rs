@@ -134,6 +134,19 @@ pub struct RawKeys {
 pub struct RawAdmin {
     #[serde(default)]
     pub tokens: Vec<RawAdminToken>,
+    /// `admin.console`: the security console's session lifetimes.
+    #[serde(default)]
+    pub console: RawConsole,
+    /// Audit entries kept in memory (`GET /v1/audit`, the console's audit view).
+    #[serde(default)]
+    pub audit_capacity: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    pub idle_timeout: Option<String>,
+    pub absolute_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

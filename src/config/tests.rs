@@ -81,3 +81,15 @@ fn zero_settings_are_refused_not_raised() {
         );
     }
 }
+
+#[test]
+fn admin_console_keys() {
+    let base = "listen: { https: \"127.0.0.1:8443\" }\ntenants: []\n";
+    let yaml = format!("{base}admin: {{ console: {{ idle_timeout: 9h, absolute_timeout: 1h }}, audit_capacity: 0 }}\n");
+    let e = Config::from_yaml(&yaml, Path::new("t.yaml")).unwrap_err().to_string();
+    assert!(e.contains("admin.console.idle_timeout"), "{e}");
+    assert!(e.contains("admin.audit_capacity"), "{e}");
+    let yaml = format!("{base}admin: {{ console: {{ idle: 1m }} }}\n");
+    let e = Config::from_yaml(&yaml, Path::new("t.yaml")).unwrap_err().to_string();
+    assert!(e.contains("idle"), "unknown key must be refused: {e}");
+}

@@ -98,6 +98,19 @@ impl TenantMetrics {
     pub fn anomaly(&self, kind: AnomalyKind) {
         self.anomalies[kind.index()].inc();
     }
+
+    /// Running totals for the console overview: requests, refused Part A verifications
+    /// (every result but `ok`), anomalies. Read off the request path, once a minute.
+    pub fn totals(&self) -> [u64; 3] {
+        let requests = self.requests.iter().map(|c| c.get()).sum();
+        let refused = VerifyResult::ALL
+            .iter()
+            .filter(|r| **r != VerifyResult::Ok)
+            .map(|r| self.verifications[r.index()].get())
+            .sum();
+        let anomalies = self.anomalies.iter().map(|c| c.get()).sum();
+        [requests, refused, anomalies]
+    }
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

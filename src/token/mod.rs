@@ -330,6 +330,23 @@ pub fn forge_part_a(tenant: &str, id: TokenId) -> Zeroizing<String> {
     .encode()
 }
 
+/// Characters of `part_a_prefix`: `tsr_` + 12 base62 digits.
+pub const PART_A_PREFIX_LEN: usize = 16;
+
+/// The first `PART_A_PREFIX_LEN` characters every Part A of this token starts with, computed
+/// from public fields only (version, tenant tag, token id): the share is the low 32 bytes of
+/// the encoded integer, so it cannot reach the leading 12 of 72 digits (62^60 > 2^357 ≫
+/// 2^256; a carry into them has probability < 2^-100). Shown by the console so a leaked
+/// Part A found in a log can be matched to its token; never the Part A itself.
+pub fn part_a_prefix(tenant: &str, id: &TokenId) -> String {
+    let zero = PartA {
+        tenant_tag: tenant_tag(tenant),
+        id: *id,
+        share: Zeroizing::new([0u8; 32]),
+    };
+    zero.encode()[..PART_A_PREFIX_LEN].to_string()
+}
+
 /// Public, non-secret facts about a token, stored inside the sealed record so that `list`
 /// works without Part A.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
