@@ -215,11 +215,15 @@ impl AdminState {
     ) {
         let Reply(status, body) = reply;
         let mut detail = Vec::new();
+        let mut target = target.map(|t| t.to_string());
         if let Some(e) = body.get("error").and_then(Value::as_str) {
             detail.push(format!("error={e}"));
         } else if let Some(new) = body.get("id").and_then(Value::as_str) {
-            if target.is_none_or(|t| t.to_string() != new) {
-                detail.push(format!("new_id={new}"));
+            match &target {
+                // A mint's target is the token it made.
+                None => target = Some(new.to_string()),
+                Some(t) if t != new => detail.push(format!("new_id={new}")),
+                Some(_) => {}
             }
         }
         for k in ["resealed", "failed", "revoked", "already_revoked"] {
@@ -233,7 +237,7 @@ impl AdminState {
             Action {
                 action,
                 tenant,
-                target: target.map(|t| t.to_string()),
+                target,
                 status: status.as_u16(),
                 detail: detail.join(" "),
             },

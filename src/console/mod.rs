@@ -252,13 +252,20 @@ pub async fn serve(state: &Arc<AdminState>, http: &mut ServerSession, shutdown: 
     write(http, p).await
 }
 
-/// A POST's `Origin`, when the browser sends one, must be this admin listener (`Host`).
+/// A POST must come from a console page. Browsers say so in `Sec-Fetch-Site` (sent whatever
+/// the referrer policy; with `Referrer-Policy: no-referrer` Chromium's form posts carry
+/// `Origin: null`, so `Origin` alone cannot tell). Without it, an `Origin` must be this
+/// listener (`Host`). Clients that send neither (curl, the tests) still need the CSRF token.
 fn same_origin(http: &ServerSession) -> bool {
     let h = &http.req_header().headers;
-    let Some(origin) = h.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return site == "same-origin";
+    }
+    let Some(origin) = get("origin") else {
         return true;
     };
-    let Some(host) = h.get(http::header::HOST).and_then(|v| v.to_str().ok()) else {
+    let Some(host) = get("host") else {
         return false;
     };
     origin == format!("http://{host}") || origin == format!("https://{host}")

@@ -82,34 +82,35 @@ fn http_class(code: u16) -> &'static str {
     }
 }
 
-/// Inline SVG polyline of `points` (right-aligned on a 60-minute axis).
+/// Inline SVG bar chart of `points` (requests per minute), right-aligned on a 60-minute axis:
+/// minutes before this instance started have no bar. Presentation attributes only (no style).
 fn sparkline(points: &[u64]) -> Markup {
-    let (w, h) = (120.0f64, 28.0f64);
-    let max = points.iter().copied().max().unwrap_or(0).max(1) as f64;
-    let step = w / 60.0;
-    let n = points.len();
-    let coords: Vec<String> = points
+    const W: f64 = 120.0;
+    const H: f64 = 28.0;
+    const SLOT: f64 = W / 61.0;
+    let peak = points.iter().copied().max().unwrap_or(0);
+    let max = peak.max(1) as f64;
+    let n = points.len().min(61);
+    let bars: Vec<(String, String, String)> = points[points.len() - n..]
         .iter()
         .enumerate()
+        .filter(|(_, p)| **p > 0)
         .map(|(i, p)| {
-            let x = w - (n - 1 - i) as f64 * step;
-            let y = h - 2.0 - (*p as f64 / max) * (h - 4.0);
-            format!("{x:.1},{y:.1}")
+            let x = W - (n - i) as f64 * SLOT;
+            let h = (*p as f64 / max * (H - 3.0)).max(1.5);
+            (format!("{x:.2}"), format!("{:.2}", H - 1.0 - h), format!("{h:.2}"))
         })
         .collect();
     let label = format!(
-        "requests per minute over the last hour: now {}, peak {}",
-        points.last().copied().unwrap_or(0),
-        points.iter().copied().max().unwrap_or(0)
+        "requests per minute over the last hour: this minute {}, peak {peak}",
+        points.last().copied().unwrap_or(0)
     );
     html! {
         svg.spark viewBox="0 0 120 28" width="120" height="28" role="img" aria-label=(label) {
             title { (label) }
-            line x1="0" y1="26.5" x2="120" y2="26.5" stroke="#c8ccd4" stroke-width="1" {}
-            @if n == 1 {
-                circle cx=(format!("{w:.1}")) cy=(coords[0].split(',').nth(1).unwrap_or("26")) r="2" fill="#2f6fde" {}
-            } @else {
-                polyline points=(coords.join(" ")) fill="none" stroke="#2f6fde" stroke-width="1.5" {}
+            line x1="0" y1="27.5" x2="120" y2="27.5" stroke="#c8ccd4" stroke-width="1" {}
+            @for (x, y, h) in &bars {
+                rect x=(x) y=(y) width=(format!("{:.2}", SLOT * 0.8)) height=(h) fill="#2f6fde" {}
             }
         }
     }
@@ -271,7 +272,10 @@ pub(super) async fn overview(state: &AdminState, cur: &Current) -> Page {
                                 td class=(if sum.anomalies > 0 { "num warn" } else { "num" }) { (sum.anomalies) }
                                 td.num { (active) }
                                 td class=(if quarantined > 0 { "num bad" } else { "num" }) { (quarantined) }
-                                td { (sparkline(&sum.per_minute)) }
+                                td.rate {
+                                    (sparkline(&sum.per_minute))
+                                    small.muted { "peak " (sum.per_minute.iter().max().copied().unwrap_or(0)) "/min" }
+                                }
                             }
                         }
                     }
@@ -393,7 +397,7 @@ pub(super) async fn tenant(state: &AdminState, cur: &Current, t: &str, q: &Form)
             }
             div { label for="sort" { "Sort by" }
                 select #sort name="sort" {
-                    @for (v, l) in [("created_at", "created"), ("label", "label"), ("status", "status"), ("expires_at", "expires"), ("last_used", "last used")] {
+                    @for (v, l) in [("created_at", "created"), ("label", "label"), ("status", "status"), ("expires_at", "expires"), ("last_used", "last seen")] {
                         option value=(v) selected[sort == v] { (l) }
                     }
                 }
@@ -406,7 +410,7 @@ pub(super) async fn tenant(state: &AdminState, cur: &Current, t: &str, q: &Form)
             }
             div { button type="submit" { "Apply" } }
         }
-        p.muted { (rows.len()) " of " (total) " tokens. Last used, last IP and flags come from the tenant's latest " (ACTIVITY_RECORDS) " session records." }
+        p.muted { (rows.len()) " of " (total) " tokens. Last seen, last IP and flags come from the tenant's latest " (ACTIVITY_RECORDS) " session records." }
         div.scroll tabindex="0" role="region" aria-label="Tokens table" {
             table.data #tokens {
                 thead { tr {
@@ -417,7 +421,7 @@ pub(super) async fn tenant(state: &AdminState, cur: &Current, t: &str, q: &Form)
                     th scope="col" aria-sort=(sort_state("status")) { a href=(sort_link("status")) { "Status" } }
                     th scope="col" aria-sort=(sort_state("created_at")) { a href=(sort_link("created_at")) { "Created" } }
                     th scope="col" aria-sort=(sort_state("expires_at")) { a href=(sort_link("expires_at")) { "Expires" } }
-                    th scope="col" aria-sort=(sort_state("last_used")) { a href=(sort_link("last_used")) { "Last used" } }
+                    th scope="col" aria-sort=(sort_state("last_used")) { a href=(sort_link("last_used")) { "Last seen" } }
                     th scope="col" { "Last client IP" }
                     th scope="col" { "Anomaly flags" }
                 } }
@@ -426,7 +430,7 @@ pub(super) async fn tenant(state: &AdminState, cur: &Current, t: &str, q: &Form)
                         @let id = s(v, "id");
                         @let status = s(v, "status");
                         tr data-token=(id) {
-                            td { a href=(format!("/console/t/{t}/tokens/{id}")) { @if s(v, "label").is_empty() { "(no label)" } @else { (s(v, "label")) } } }
+                            td { a href=(format!("/console/t/{t}/tokens/{id}")) { @if s(v, "label").is_empty() { span.muted { "(no label)" } } @else { (s(v, "label")) } } }
                             td { code.id { (id) } }
                             @if has_kind { td { (s(v, "kind")) } }
                             @if has_grant { td { code { (s(v, "grant_id")) } } }
@@ -494,10 +498,11 @@ pub(super) async fn token(state: &AdminState, cur: &Current, t: &str, id: &Token
         .tenants
         .by_id(t)
         .is_some_and(|tn| state.anomaly.is_quarantined(tn.index, id));
-    let label = if s(tok, "label").is_empty() {
-        "(no label)"
-    } else {
-        s(tok, "label")
+    // A revoke replaces the record by a tombstone: its label and metadata are gone.
+    let label = match (s(tok, "label"), status) {
+        ("", "revoked") => "(revoked; label not kept)",
+        ("", _) => "(no label)",
+        (l, _) => l,
     };
     let base = format!("/console/t/{t}/tokens/{ids}");
     let body = html! {
@@ -510,12 +515,14 @@ pub(super) async fn token(state: &AdminState, cur: &Current, t: &str, id: &Token
             @if let Some(k) = tok.get("kind").and_then(Value::as_str) { dt { "Kind" } dd { (k) } }
             @if let Some(g) = tok.get("grant_id").and_then(Value::as_str) { dt { "Grant" } dd { code { (g) } } }
             dt { "Quarantine" } dd { @if quarantined { span.pill.bad { "quarantined" } } @else { "not quarantined" } }
-            dt { "Created" } dd { (short_time(s(tok, "created_at"))) }
-            dt { "Expires" } dd { @if s(tok, "expires_at").is_empty() { "never" } @else { (short_time(s(tok, "expires_at"))) } }
+            @if !s(tok, "created_at").is_empty() {
+                dt { "Created" } dd { (short_time(s(tok, "created_at"))) }
+                dt { "Expires" } dd { @if s(tok, "expires_at").is_empty() { "never" } @else { (short_time(s(tok, "expires_at"))) } }
+            }
             @if !s(tok, "revoked_at").is_empty() { dt { "Revoked" } dd { (short_time(s(tok, "revoked_at"))) } }
             @if !s(tok, "replaces").is_empty() { dt { "Replaces" } dd { a href=(format!("/console/t/{t}/tokens/{}", s(tok, "replaces"))) { code { (s(tok, "replaces")) } } } }
-            dt { "Credential header" } dd { code { (s(tok, "header")) } " " (s(tok, "scheme")) }
-            dt { "Last used" } dd { @match last { Some(r) => { (ms_time(r.ts)) " from " (r.client_ip.as_deref().unwrap_or("?")) }, None => { span.muted { "no recent record" } } } }
+            @if !s(tok, "header").is_empty() { dt { "Credential header" } dd { code { (s(tok, "header")) } " " (s(tok, "scheme")) } }
+            dt { "Last seen" } dd { @match last { Some(r) => { (ms_time(r.ts)) " from " (r.client_ip.as_deref().unwrap_or("?")) }, None => { span.muted { "no recent record" } } } }
         }
         @if status != "revoked" {
             div.actions role="group" aria-label="Actions" {
@@ -629,9 +636,14 @@ pub(super) fn audit(cur: &Current, entries: &[AuditEntry]) -> String {
                             td { (match e.source { super::audit::Source::Api => "api", super::audit::Source::Console => "console" }) }
                             td { strong { (e.action) } }
                             td { (e.tenant.as_deref().unwrap_or("—")) }
-                            td { @if let Some(tg) = &e.target { code.id { (tg) } } }
+                            td { @if let Some(tg) = &e.target {
+                                @match &e.tenant {
+                                    Some(tn) => { a href=(format!("/console/t/{tn}/tokens/{tg}")) { code.id { (tg) } } }
+                                    None => { code.id { (tg) } }
+                                }
+                            } }
                             td.num { span class=(format!("pill {}", http_class(e.status))) { (e.status) } }
-                            td { (e.detail) }
+                            td.detail { (e.detail) }
                         }
                     }
                 }
@@ -729,7 +741,7 @@ pub(super) fn result(cur: &Current, t: &str, id: Option<&TokenId>, action: &str,
         } @else {
             p.notice.bad role="alert" { (status.as_u16()) ": " (s(v, "message")) }
         }
-        p { a href=(back) { "Back" } }
+        p { a href=(back) { @if back.contains("/tokens/") { "Back to the token" } @else { "Back to tenant " (t) } } }
     };
     Page::html(*status, layout(Some(cur), if ok { "Done" } else { "Not done" }, body))
 }
@@ -749,7 +761,9 @@ mod tests {
     #[test]
     fn sparkline_is_escaped_svg() {
         let m = sparkline(&[0, 3, 1]).into_string();
-        assert!(m.starts_with("<svg") && m.contains("polyline"), "{m}");
-        assert!(sparkline(&[5]).into_string().contains("circle"));
+        assert!(m.starts_with("<svg") && m.matches("<rect").count() == 2, "{m}");
+        assert!(m.contains("this minute 1, peak 3"), "{m}");
+        assert_eq!(sparkline(&[0]).into_string().matches("<rect").count(), 0);
+        assert_eq!(sparkline(&[1; 100]).into_string().matches("<rect").count(), 61);
     }
 }

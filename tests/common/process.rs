@@ -130,10 +130,15 @@ impl Tessera {
 
     /// Mint a token; returns (id, part_a).
     pub fn mint(&self, tenant: &str, upstream_token: &str) -> (String, String) {
+        self.mint_labelled(tenant, upstream_token, "test")
+    }
+
+    /// Mint a token with a label; returns (id, part_a).
+    pub fn mint_labelled(&self, tenant: &str, upstream_token: &str, label: &str) -> (String, String) {
         let (s, v) = self.admin_call(
             "POST",
             &format!("/v1/tenants/{tenant}/tokens"),
-            Some(json!({"token": upstream_token, "label": "test"})),
+            Some(json!({"token": upstream_token, "label": label})),
         );
         assert_eq!(s, 201, "mint failed: {v}");
         (
