@@ -223,6 +223,14 @@ fn console_refuses_what_it_must_without_a_browser() {
         "no inline script or style"
     );
     let op_csrf = csrf_of(&page);
+    // Labels are the tenant admin's text: escaped, never markup.
+    t.mint_labelled("acme", "xss-upstream", "<script>alert(1)</script>\"><img src=x>");
+    let tokens_page = get_with(&c, t, &sid, "/t/acme").text().unwrap();
+    assert!(
+        tokens_page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "label escaped"
+    );
+    assert!(!tokens_page.contains("<script>alert") && !tokens_page.contains("<img src=x>"));
     let opost = |path: &str, form: &[(&str, &str)]| post(&c, t, &sid, path, form, None);
 
     // CSRF: missing, wrong, right token from another origin → 403, nothing revoked.
@@ -271,7 +279,14 @@ fn console_refuses_what_it_must_without_a_browser() {
     );
     assert_eq!(t.status_with(&https, ACME, &new_part_a), 200, "new Part A");
     let acme_part_a = new_part_a;
-    let acme_id = acme_part_a_id(t, &sid, &c);
+    let needle = "New token id: <a href=\"/console/t/acme/tokens/";
+    let at = body.find(needle).expect("new id link") + needle.len();
+    let acme_id = body[at..at + 32].to_string();
+    assert_eq!(
+        get_with(&c, t, &sid, &format!("/t/acme/tokens/{acme_id}")).status(),
+        200,
+        "the new token's page"
+    );
 
     // Tenant scope: its tenant only, pages and crafted posts with its own valid CSRF token.
     let (gsid, gcsrf) = login(&c, t, &s.globex_admin);
@@ -358,13 +373,6 @@ fn console_refuses_what_it_must_without_a_browser() {
         &[&t.log, &t.sessions],
         &[&acme_part_a[4..], &s.globex_admin[4..], &t.admin_token[4..]],
     );
-}
-
-/// The id of acme's one active token, read from the console's token table.
-fn acme_part_a_id(t: &Tessera, sid: &str, c: &Client) -> String {
-    let page = get_with(c, t, sid, "/t/acme?status=active").text().unwrap();
-    let at = page.find("data-token=\"").expect("one active token") + 12;
-    page[at..at + 32].to_string()
 }
 
 fn repo() -> PathBuf {
