@@ -671,7 +671,7 @@ pub(super) fn confirm_with(cur: &Current, t: &str, id: &TokenId, act: &str, prob
         (crumbs(&[("Tenants", Some("/console/".into())), (t, Some(format!("/console/t/{t}"))), ("Token", Some(base.clone())), (title, None)]))
         h1 { (title) }
         p { "Token " code.id { (id.to_string()) } " of tenant " code { (t) } "." }
-        p.notice { (what) }
+        p class=(if act == "revoke" { "notice bad" } else { "notice" }) { (what) }
         @if let Some(p) = problem { p.notice.bad role="alert" { (p) } }
         form.confirm method="post" action=(format!("{base}/{act}")) {
             (csrf_field(cur))
