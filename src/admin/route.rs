@@ -15,6 +15,9 @@ pub enum Route {
     RotateToken { tenant: String, id: TokenId },
     UnblockToken { tenant: String, id: TokenId },
     Sessions { tenant: String },
+    ListGrants { tenant: String },
+    ShowGrant { tenant: String, id: TokenId },
+    RevokeGrant { tenant: String, id: TokenId },
     Keys,
     RotateKeys,
 }
@@ -52,6 +55,15 @@ impl Route {
                 id: id(i)?,
             },
             ("GET", ["v1", "tenants", tn, "sessions"]) => Route::Sessions { tenant: t(tn) },
+            ("GET", ["v1", "tenants", tn, "grants"]) => Route::ListGrants { tenant: t(tn) },
+            ("GET", ["v1", "tenants", tn, "grants", g]) => Route::ShowGrant {
+                tenant: t(tn),
+                id: id(g)?,
+            },
+            ("DELETE", ["v1", "tenants", tn, "grants", g]) => Route::RevokeGrant {
+                tenant: t(tn),
+                id: id(g)?,
+            },
             ("GET", ["v1", "keys"]) => Route::Keys,
             ("POST", ["v1", "keys", "rotate"]) => Route::RotateKeys,
             _ => return Err(RouteError::NotFound),
@@ -72,7 +84,10 @@ impl Route {
             | Route::RevokeToken { tenant, .. }
             | Route::RotateToken { tenant, .. }
             | Route::UnblockToken { tenant, .. }
-            | Route::Sessions { tenant } => Some(tenant),
+            | Route::Sessions { tenant }
+            | Route::ListGrants { tenant }
+            | Route::ShowGrant { tenant, .. }
+            | Route::RevokeGrant { tenant, .. } => Some(tenant),
             Route::Healthz | Route::Readyz | Route::Keys | Route::RotateKeys => None,
         }
     }
@@ -130,6 +145,13 @@ mod tests {
         for (m, p, want) in cases {
             assert_eq!(Route::parse(&m, &p), want, "{m} {p}");
         }
+        assert_eq!(
+            Route::parse(&Method::DELETE, &format!("/v1/tenants/acme/grants/{id}")),
+            Ok(Route::RevokeGrant {
+                tenant: "acme".into(),
+                id: tid
+            })
+        );
         let r = Route::parse(&Method::GET, "/v1/tenants/globex/sessions").unwrap();
         assert_eq!(r.tenant(), Some("globex"));
         assert!(!r.is_public() && !r.has_body());
