@@ -194,10 +194,7 @@ impl AdminState {
         let tokens: Vec<Value> = entries
             .iter()
             // Grant records live beside the tokens (`GET …/grants`); a grant's own id is not a token.
-            .filter(|e| {
-                !token::grant::is_grant(&e.record)
-                    && token::tombstone_info(&e.record).is_none_or(|t| t.grant != Some(e.id))
-            })
+            .filter(|e| !token::grant::is_grant(&e.record))
             .map(|e| {
                 let q = quarantined.contains(&e.id);
                 if let Some(t) = token::tombstone_info(&e.record) {

@@ -100,7 +100,7 @@ pub async fn revoke(
     let mut n = 0;
     for m in &members {
         if let Some(mid) = TokenId::parse(&m.id) {
-            tombstone_member(store, tenant, &mid, m.kind, id, now).await?;
+            tombstone_member(store, tenant, &mid, m.kind, Some(id), now).await?;
             n += 1;
         }
     }
@@ -113,12 +113,10 @@ pub async fn tombstone_member(
     tenant: &str,
     member: &TokenId,
     kind: TokenKind,
-    grant: &TokenId,
+    grant: Option<&TokenId>,
     now: i64,
 ) -> Result<(), StoreError> {
-    store
-        .put(tenant, member, &token::tombstone_of(now, kind, Some(grant)))
-        .await
+    store.put(tenant, member, &token::tombstone_of(now, kind, grant)).await
 }
 
 /// A member entry for a new record.

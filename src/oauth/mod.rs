@@ -85,9 +85,14 @@ pub fn endpoint(s: &OAuthSurface, method: &Method, path: &str) -> Option<Endpoin
     None
 }
 
-/// `grant_type` as a bounded metric label.
+/// `grant_type` as a bounded metric label. Idempotent: a label maps to itself.
 pub fn grant_type_label(g: &str) -> &'static str {
     match g {
+        "device_code" => "device_code",
+        "token_exchange" => "token_exchange",
+        "jwt_bearer" => "jwt_bearer",
+        "saml2_bearer" => "saml2_bearer",
+        "other" => "other",
         "authorization_code" => "authorization_code",
         "refresh_token" => "refresh_token",
         "client_credentials" => "client_credentials",
@@ -96,7 +101,7 @@ pub fn grant_type_label(g: &str) -> &'static str {
         "urn:ietf:params:oauth:grant-type:token-exchange" => "token_exchange",
         "urn:ietf:params:oauth:grant-type:jwt-bearer" => "jwt_bearer",
         "urn:ietf:params:oauth:grant-type:saml2-bearer" => "saml2_bearer",
-        "" => "none",
+        "" | "none" => "none",
         _ => "other",
     }
 }
@@ -313,4 +318,28 @@ pub fn rewrite_location(resp: &mut ResponseHeader, s: &OAuthSurface, vanity_orig
         resp.insert_header(http::header::LOCATION, new)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_type_labels_are_bounded_and_idempotent() {
+        for raw in [
+            "authorization_code",
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+            "",
+            "tsr_anything-a-client-sends",
+        ] {
+            let l = grant_type_label(raw);
+            assert_eq!(grant_type_label(l), l, "{raw}");
+        }
+        assert_eq!(
+            grant_type_label("urn:ietf:params:oauth:grant-type:device_code"),
+            "device_code"
+        );
+        assert_eq!(grant_type_label("x".repeat(5000).as_str()), "other");
+    }
 }

@@ -91,12 +91,12 @@ impl OAuth {
         };
         drop(form);
         // Tombstone whatever the server answered.
-        let revoked = match (meta.kind, grant) {
-            (TokenKind::Refresh, Some(g)) => grants::revoke(call.store, tid, &g, now).await.map(|_| ()),
-            (kind, g) => {
-                grants::tombstone_member(call.store, tid, &part_a.id, kind, g.as_ref().unwrap_or(&part_a.id), now).await
-            }
-        };
+        // The record itself always (its grant record may be gone already), and for a refresh
+        // token every other record of its grant.
+        let mut revoked = grants::tombstone_member(call.store, tid, &part_a.id, meta.kind, grant.as_ref(), now).await;
+        if let (Ok(()), TokenKind::Refresh, Some(g)) = (&revoked, meta.kind, grant) {
+            revoked = grants::revoke(call.store, tid, &g, now).await.map(|_| ());
+        }
         if let Err(e) = revoked {
             return Err(store_refused(tid, &e));
         }

@@ -20,6 +20,8 @@ use crate::token::{self, PartA, TokenId, TokenKind, TokenMeta};
 /// Extra life of an access record in Redis past its expiry, so a late use is still refused as
 /// `expired` (then Redis drops it).
 const EXPIRED_GRACE_SECS: u64 = 24 * 3600;
+/// Redis refuses expiries that overflow in milliseconds; ten years is "no expiry" in practice.
+const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// The refresh Part A a client presented, opened.
 struct Presented {
@@ -61,11 +63,18 @@ impl OAuth {
         let body = read_form(session).await?;
         let mut form = parse_form(&body)?;
         let grant_type = form.get("grant_type").unwrap_or_default().to_string();
-        audit.grant_type = grant_type.clone();
-        let client_id = form.get("client_id").map(str::to_string).or_else(|| {
-            let auth = session.req_header().headers.get(http::header::AUTHORIZATION);
-            form::basic_client_id(auth.map(|v| v.as_bytes()))
-        });
+        // A bounded label, never the client's raw text, in records and metrics.
+        audit.grant_type = super::grant_type_label(&grant_type).to_string();
+        // Kept in the grant record and token labels: a public identifier, capped and scrubbed.
+        let client_id = form
+            .get("client_id")
+            .map(str::to_string)
+            .or_else(|| {
+                let auth = session.req_header().headers.get(http::header::AUTHORIZATION);
+                form::basic_client_id(auth.map(|v| v.as_bytes()))
+            })
+            .filter(|c| !c.is_empty() && c.len() <= 256)
+            .map(|c| crate::session_log::scrub_part_a(&c).into_owned());
         let now = crate::clock::unix_secs();
         let presented = if grant_type == "refresh_token" {
             let p = self.open_refresh(call, &form, now).await?;
@@ -329,7 +338,10 @@ impl OAuth {
             for r in records {
                 match r.expires_at {
                     Some(e) => {
-                        let ttl = u64::try_from(e.saturating_sub(now)).unwrap_or(0) + EXPIRED_GRACE_SECS;
+                        let ttl = u64::try_from(e.saturating_sub(now))
+                            .unwrap_or(0)
+                            .saturating_add(EXPIRED_GRACE_SECS)
+                            .min(MAX_TTL_SECS);
                         store.put_expiring(tid, &r.id, &r.record, ttl).await?
                     }
                     None => store.put(tid, &r.id, &r.record).await?,
@@ -363,7 +375,7 @@ impl OAuth {
             .await?;
             if live {
                 if let Some(old) = rotated_out {
-                    grants::tombstone_member(store, tid, &old, TokenKind::Refresh, &grant, now).await?;
+                    grants::tombstone_member(store, tid, &old, TokenKind::Refresh, Some(&grant), now).await?;
                 }
             }
             Ok(live)
@@ -393,7 +405,7 @@ impl OAuth {
 async fn cleanup(call: &Call<'_>, written: &[&NewRecord], grant: &TokenId, now: i64) {
     let tid: &str = &call.tenant.id;
     for r in written {
-        if let Err(e) = grants::tombstone_member(call.store, tid, &r.id, r.kind, grant, now).await {
+        if let Err(e) = grants::tombstone_member(call.store, tid, &r.id, r.kind, Some(grant), now).await {
             log::warn!(
                 "tenant={tid} oauth: could not tombstone token_id={} after a failure: {e}",
                 r.id
