@@ -46,6 +46,8 @@ fn meta() -> TokenMeta {
         header: "Authorization".into(),
         scheme: "Bearer".into(),
         replaces: None,
+        kind: Default::default(),
+        grant_id: None,
     }
 }
 

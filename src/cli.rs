@@ -61,6 +61,10 @@ pub enum Command {
     /// Mint, list, revoke, rotate or unblock split tokens through the admin API.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// List, show or revoke OAuth grants (the records born of one OAuth authorization, see
+    /// `tenants[].oauth`) through the admin API.
+    #[command(subcommand)]
+    Grant(GrantCmd),
     /// Read a tenant's session log through the admin API.
     Sessions {
         #[command(flatten)]
@@ -163,6 +167,42 @@ pub enum KeysCmd {
     Rotate {
         #[command(flatten)]
         admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantCmd {
+    /// List a tenant's grants, newest first: grant type, client id, created, last refresh,
+    /// live records, status.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Tenant id (`tenants[].id` in the config).
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Show one grant with each of its access and refresh records and their state.
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Tenant id (`tenants[].id` in the config).
+        #[arg(long)]
+        tenant: String,
+        /// Grant id (32 hex characters, from `grant list` or a token's `grant_id`).
+        #[arg(long)]
+        id: String,
+    },
+    /// Revoke a grant: every access and refresh record of it is refused at every instance,
+    /// and a refresh through Tessera gets `invalid_grant`.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Tenant id (`tenants[].id` in the config).
+        #[arg(long)]
+        tenant: String,
+        /// Grant id (32 hex characters).
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -401,6 +441,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(args) => Ok(crate::demo::run(&args.dir, args.port, !args.no_serve)?),
         Command::Keys(cmd) => keys(cmd),
         Command::Token(cmd) => runtime()?.block_on(token(cmd)),
+        Command::Grant(cmd) => runtime()?.block_on(grant(cmd)),
         Command::Sessions {
             admin,
             tenant,
@@ -512,6 +553,21 @@ fn keys(cmd: KeysCmd) -> Result<(), CliError> {
         KeysCmd::Status { admin } => runtime()?.block_on(call_print(&admin, reqwest::Method::GET, "/v1/keys")),
         KeysCmd::Rotate { admin } => runtime()?.block_on(call_print(&admin, reqwest::Method::POST, "/v1/keys/rotate")),
     }
+}
+
+async fn grant(cmd: GrantCmd) -> Result<(), CliError> {
+    let (admin, method, path) = match cmd {
+        GrantCmd::List { admin, tenant } => (admin, reqwest::Method::GET, format!("/v1/tenants/{tenant}/grants")),
+        GrantCmd::Show { admin, tenant, id } => {
+            (admin, reqwest::Method::GET, format!("/v1/tenants/{tenant}/grants/{id}"))
+        }
+        GrantCmd::Revoke { admin, tenant, id } => (
+            admin,
+            reqwest::Method::DELETE,
+            format!("/v1/tenants/{tenant}/grants/{id}"),
+        ),
+    };
+    call_print(&admin, method, &path).await
 }
 
 async fn token(cmd: TokenCmd) -> Result<(), CliError> {

@@ -20,6 +20,7 @@ pub mod guard;
 pub mod host;
 pub mod logging;
 pub mod metrics;
+pub mod oauth;
 pub mod proxy;
 pub mod reserved;
 pub mod server;

@@ -144,6 +144,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         anomaly: anomaly.clone(),
         max_request: cfg.upstream.max_request,
         guard: guard.clone(),
+        oauth: crate::oauth::OAuth::default(),
     };
     let conf = server.configuration.clone();
     // The connection guard wraps Pingora's HTTP app (slowloris and HTTP/2 rapid-reset limits).

@@ -58,6 +58,8 @@ fn refusals_are_401_and_counted_by_reason() {
         header: "Authorization".into(),
         scheme: "Bearer".into(),
         replaces: None,
+        kind: Default::default(),
+        grant_id: None,
     };
     let stranger = tessera::token::mint(&ring, "acme", b"x", &meta).unwrap();
     assert_401(get(&t, "saas.acme.example", Some(&stranger.part_a)));

@@ -9,6 +9,9 @@
 //! POST   /v1/tenants/{t}/tokens/{id}/rotate         new Part A: body {part_a} or {token} → 201
 //! POST   /v1/tenants/{t}/tokens/{id}/unblock        lift an anomaly quarantine
 //! GET    /v1/tenants/{t}/sessions?token_id=&since=&limit=
+//! GET    /v1/tenants/{t}/grants                     OAuth grants (token swap), newest first
+//! GET    /v1/tenants/{t}/grants/{g}                 one grant with its records and their state
+//! DELETE /v1/tenants/{t}/grants/{g}                 revoke every access and refresh record of the grant
 //! GET    /v1/keys                                   kids and record counts per kid (operator)
 //! POST   /v1/keys/rotate                            re-seal every record under the active kid (operator)
 //! GET    /v1/audit?tenant=&limit=                   audit log, newest first (operator: all; tenant scope: its tenant)
@@ -22,6 +25,7 @@
 //! `tenant:<id>` only that tenant. No token → 401, wrong scope → 403. Part A appears in a
 //! response body exactly once (mint/rotate) and is never logged.
 
+mod grants;
 mod ops;
 mod route;
 mod tokens;
@@ -145,7 +149,7 @@ impl AdminState {
                 return err(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
-                    format!("{s:?} is not a token id (32 hex characters)"),
+                    format!("{s:?} is not a token or grant id (32 hex characters)"),
                 )
             }
             Err(RouteError::NotFound) => {
@@ -191,6 +195,9 @@ impl AdminState {
             Route::RotateToken { tenant, id } => self.rotate(caller, tenant, id, &body).await,
             Route::UnblockToken { tenant, id } => self.unblock(caller, tenant, id),
             Route::Sessions { tenant } => self.sessions(tenant, &query).await,
+            Route::ListGrants { tenant } => self.list_grants(tenant).await,
+            Route::ShowGrant { tenant, id } => self.show_grant(tenant, id).await,
+            Route::RevokeGrant { tenant, id } => self.revoke_grant(caller, tenant, id).await,
             Route::Keys => self.keys().await,
             Route::RotateKeys => self.rotate_keys(caller).await,
             Route::Healthz | Route::Readyz | Route::Audit => self.public(&route),

@@ -30,6 +30,17 @@ pub enum Route {
     Sessions {
         tenant: String,
     },
+    ListGrants {
+        tenant: String,
+    },
+    ShowGrant {
+        tenant: String,
+        id: TokenId,
+    },
+    RevokeGrant {
+        tenant: String,
+        id: TokenId,
+    },
     Keys,
     RotateKeys,
     /// `GET /v1/audit`: operators see every entry, a tenant scope its tenant's.
@@ -69,6 +80,15 @@ impl Route {
                 id: id(i)?,
             },
             ("GET", ["v1", "tenants", tn, "sessions"]) => Route::Sessions { tenant: t(tn) },
+            ("GET", ["v1", "tenants", tn, "grants"]) => Route::ListGrants { tenant: t(tn) },
+            ("GET", ["v1", "tenants", tn, "grants", g]) => Route::ShowGrant {
+                tenant: t(tn),
+                id: id(g)?,
+            },
+            ("DELETE", ["v1", "tenants", tn, "grants", g]) => Route::RevokeGrant {
+                tenant: t(tn),
+                id: id(g)?,
+            },
             ("GET", ["v1", "keys"]) => Route::Keys,
             ("POST", ["v1", "keys", "rotate"]) => Route::RotateKeys,
             ("GET", ["v1", "audit"]) => Route::Audit,
@@ -90,7 +110,10 @@ impl Route {
             | Route::RevokeToken { tenant, .. }
             | Route::RotateToken { tenant, .. }
             | Route::UnblockToken { tenant, .. }
-            | Route::Sessions { tenant } => Some(tenant),
+            | Route::Sessions { tenant }
+            | Route::ListGrants { tenant }
+            | Route::ShowGrant { tenant, .. }
+            | Route::RevokeGrant { tenant, .. } => Some(tenant),
             Route::Healthz | Route::Readyz | Route::Keys | Route::RotateKeys | Route::Audit => None,
         }
     }
@@ -102,15 +125,19 @@ impl Route {
             Route::RevokeToken { .. } => Some("revoke"),
             Route::RotateToken { .. } => Some("rotate"),
             Route::UnblockToken { .. } => Some("unblock"),
+            Route::RevokeGrant { .. } => Some("revoke_grant"),
             Route::RotateKeys => Some("rotate_keys"),
             _ => None,
         }
     }
 
-    /// The token the call acts on, if any.
+    /// The token (or grant) the call acts on, if any.
     pub fn token_id(&self) -> Option<&TokenId> {
         match self {
-            Route::RevokeToken { id, .. } | Route::RotateToken { id, .. } | Route::UnblockToken { id, .. } => Some(id),
+            Route::RevokeToken { id, .. }
+            | Route::RotateToken { id, .. }
+            | Route::UnblockToken { id, .. }
+            | Route::RevokeGrant { id, .. } => Some(id),
             _ => None,
         }
     }
@@ -168,6 +195,13 @@ mod tests {
         for (m, p, want) in cases {
             assert_eq!(Route::parse(&m, &p), want, "{m} {p}");
         }
+        assert_eq!(
+            Route::parse(&Method::DELETE, &format!("/v1/tenants/acme/grants/{id}")),
+            Ok(Route::RevokeGrant {
+                tenant: "acme".into(),
+                id: tid
+            })
+        );
         let r = Route::parse(&Method::GET, "/v1/tenants/globex/sessions").unwrap();
         assert_eq!(r.tenant(), Some("globex"));
         assert!(!r.is_public() && !r.has_body());

@@ -67,6 +67,8 @@ pub(crate) fn parse_mint(body: &[u8], now: i64) -> Result<(Zeroizing<String>, To
         header,
         scheme,
         replaces: None,
+        kind: Default::default(),
+        grant_id: None,
     };
     Ok((req.token, meta))
 }
@@ -191,10 +193,18 @@ impl AdminState {
         let quarantined = tindex.map(|i| self.anomaly.quarantined(i)).unwrap_or_default();
         let tokens: Vec<Value> = entries
             .iter()
+            // Grant records live beside the tokens (`GET …/grants`); a grant's own id is not a token.
+            .filter(|e| !token::grant::is_grant(&e.record))
             .map(|e| {
                 let q = quarantined.contains(&e.id);
-                if let Some(at) = token::is_tombstone(&e.record) {
-                    return json!({"id": e.id.to_string(), "status": "revoked", "revoked_at": rfc3339(at)});
+                if let Some(t) = token::tombstone_info(&e.record) {
+                    return json!({
+                        "id": e.id.to_string(),
+                        "status": "revoked",
+                        "revoked_at": rfc3339(t.revoked_at),
+                        "kind": t.kind.map(|k| k.label()),
+                        "grant_id": t.grant.map(|g| g.to_string()),
+                    });
                 }
                 let kid = token::record_kid(&e.record).map(|k| String::from_utf8_lossy(k).into_owned());
                 match token::open_meta(&keyring, tenant, &e.id, &e.record) {
@@ -208,6 +218,8 @@ impl AdminState {
                         "scheme": m.scheme,
                         "replaces": m.replaces,
                         "kid": kid,
+                        "kind": m.kind.label(),
+                        "grant_id": m.grant_id,
                     }),
                     Err(e2) => json!({"id": e.id.to_string(), "status": "unreadable", "reason": e2.to_string(), "kid": kid}),
                 }
@@ -217,8 +229,8 @@ impl AdminState {
     }
 
     pub(crate) async fn revoke(&self, caller: &AdminToken, tenant: &str, id: &TokenId) -> Reply {
-        match self.store.get(tenant, id).await {
-            Ok(Some(r)) if token::is_tombstone(&r).is_none() => {}
+        let record = match self.store.get(tenant, id).await {
+            Ok(Some(r)) if token::is_tombstone(&r).is_none() && !token::grant::is_grant(&r) => r,
             Ok(Some(_)) => {
                 return err(
                     StatusCode::NOT_FOUND,
@@ -234,8 +246,14 @@ impl AdminState {
                 )
             }
             Err(e) => return store_err(e),
-        }
-        if let Err(e) = self.store.put(tenant, id, &token::tombstone(now())).await {
+        };
+        // The tombstone keeps the record's kind and grant, when it can be read.
+        let keyring = self.keyring.load();
+        let tomb = match token::open_meta(&keyring, tenant, id, &record) {
+            Ok(m) => token::tombstone_of(now(), m.kind, m.grant_id.as_deref().and_then(TokenId::parse).as_ref()),
+            Err(_) => token::tombstone(now()),
+        };
+        if let Err(e) = self.store.put(tenant, id, &tomb).await {
             return store_err(e);
         }
         log::info!("admin: {} revoked token_id={id} tenant={tenant}", caller.name);

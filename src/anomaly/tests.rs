@@ -198,7 +198,7 @@ fn bad_token_use_triggers() {
     for r in VerifyResult::ALL {
         let expected = matches!(
             r.label(),
-            "revoked" | "unknown" | "expired" | "tampered" | "wrong_tenant" | "quarantined"
+            "revoked" | "unknown" | "expired" | "tampered" | "wrong_tenant" | "quarantined" | "wrong_kind"
         );
         assert_eq!(r.is_bad_token_use(), expected, "{r}");
     }

@@ -7,6 +7,7 @@
 
 mod headers;
 mod limits;
+pub mod oauth;
 pub mod raw;
 pub mod topology;
 
@@ -21,6 +22,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use crate::host::HostPattern;
 use crate::tls::CertSource;
 pub use limits::Limits;
+pub use oauth::OAuthConf;
 use raw::{RawAnomaly, RawConfig, RawStore, RawTenant};
 pub use topology::Topology;
 
@@ -270,6 +272,18 @@ pub struct TenantConf {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub auth: AuthMode,
     pub anomaly: AnomalyConf,
+    /// OAuth token swap surface (`tenants[].oauth`).
+    pub oauth: Option<OAuthConf>,
+}
+
+impl TenantConf {
+    /// Every hostname the tenant answers on: API hostnames, then OAuth hostnames. The
+    /// certificate must cover all of them.
+    pub fn all_hostnames(&self) -> impl Iterator<Item = &HostPattern> {
+        self.hostnames
+            .iter()
+            .chain(self.oauth.iter().flat_map(|o| o.hostnames.iter()))
+    }
 }
 
 /// `url` with any `user:password@` replaced, for messages.
@@ -784,7 +798,7 @@ fn tenants_conf(raw: Vec<RawTenant>, global_anomaly: &AnomalyConf, c: &mut Check
     let mut seen_hosts: std::collections::HashMap<HostPattern, String> = Default::default();
     for (i, t) in raw.into_iter().enumerate() {
         if let Some(tc) = tenant(i, t, global_anomaly, c) {
-            for h in &tc.hostnames {
+            for h in tc.all_hostnames() {
                 if let Some(other) = seen_hosts.insert(h.clone(), tc.id.to_string()) {
                     c.bad(
                         format!("tenants[{i}].hostnames"),
@@ -900,7 +914,7 @@ fn valid_tenant_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
+pub(super) fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
     let uri: Uri = url.parse().map_err(|_| {
         format!("{url:?} is not a URL; write e.g. \"https://api.saas.example\" or \"http://127.0.0.1:8080\"")
     })?;
@@ -957,7 +971,14 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
             Err(m) => c.bad(format!("{key}.hostnames[{j}]"), m),
         }
     }
-    let cert = match CertSource::load(PathBuf::from(&t.cert), PathBuf::from(&t.key), &hostnames) {
+    let oauth = t
+        .oauth
+        .as_ref()
+        .and_then(|o| oauth::validate(&format!("{key}.oauth"), o, c));
+    // The certificate must cover the OAuth hostnames too (one certificate per tenant).
+    let mut cert_names = hostnames.clone();
+    cert_names.extend(oauth.iter().flat_map(|o| o.hostnames.iter().cloned()));
+    let cert = match CertSource::load(PathBuf::from(&t.cert), PathBuf::from(&t.key), &cert_names) {
         Ok(s) => Some(s),
         Err(e) => {
             c.bad(format!("{key}.cert"), e.to_string());
@@ -1000,6 +1021,12 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
             AuthMode::SplitToken
         }
     };
+    if auth == AuthMode::None && t.oauth.is_some() {
+        c.bad(
+            format!("{key}.oauth"),
+            "set on a tenant with auth: none; the token swap needs auth: split_token (the default)",
+        );
+    }
     let anomaly = match &t.anomaly {
         Some(a) => anomaly_conf(global, a, &format!("{key}.anomaly"), c),
         None => global.clone(),
@@ -1017,6 +1044,7 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
         headers,
         auth,
         anomaly,
+        oauth,
     })
 }
 

@@ -226,4 +226,25 @@ pub struct RawTenant {
     pub auth: Option<String>,
     #[serde(default)]
     pub anomaly: Option<RawAnomaly>,
+    /// OAuth token swap (see `config::oauth`).
+    #[serde(default)]
+    pub oauth: Option<RawOAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    pub hostnames: Vec<String>,
+    pub upstream: String,
+    #[serde(default)]
+    pub upstream_ca: Option<String>,
+    pub token_path: String,
+    #[serde(default)]
+    pub revocation_path: Option<String>,
+    #[serde(default)]
+    pub discovery: Option<bool>,
+    #[serde(default)]
+    pub max_token_response_bytes: Option<usize>,
+    #[serde(default)]
+    pub refresh_token_ttl: Option<String>,
 }

@@ -93,3 +93,56 @@ fn admin_console_keys() {
     let e = Config::from_yaml(&yaml, Path::new("t.yaml")).unwrap_err().to_string();
     assert!(e.contains("idle"), "unknown key must be refused: {e}");
 }
+
+fn oauth_yaml(auth: &str, oauth: &str) -> String {
+    format!(
+        "listen: {{ https: \"127.0.0.1:1\" }}\ntenants:\n  - {{ id: acme, hostnames: [saas.acme.example], cert: certs/acme.pem, key: certs/acme.key, upstream: \"http://127.0.0.1:9\", auth: {auth}, oauth: {oauth} }}\n"
+    )
+}
+
+#[test]
+fn oauth_section_is_validated() {
+    let ok = oauth_yaml(
+        "split_token",
+        "{ hostnames: [oauth.acme.example], upstream: \"http://127.0.0.1:10\", token_path: /token, revocation_path: /token/revocation, discovery: true, refresh_token_ttl: 30d }",
+    );
+    let c = Config::from_yaml(&ok, Path::new("t.yaml")).unwrap();
+    let o = c.tenants[0].oauth.as_ref().unwrap();
+    assert_eq!(o.token_path, "/token");
+    assert_eq!(o.refresh_token_ttl, Some(Duration::from_secs(30 * 86400)));
+    assert_eq!(o.max_token_response_bytes, oauth::DEFAULT_MAX_TOKEN_RESPONSE);
+    assert_eq!(c.tenants[0].all_hostnames().count(), 2);
+
+    let bad = oauth_yaml(
+        "none",
+        "{ hostnames: [oauth.elsewhere.example, saas.acme.example], upstream: \"ftp://x\", upstream_ca: certs/example-ca.pem, token_path: token, revocation_path: token, max_token_response_bytes: 10 }",
+    );
+    let e = Config::from_yaml(&bad, Path::new("t.yaml")).unwrap_err().to_string();
+    for key in [
+        "tenants[0].oauth:",
+        "tenants[0].oauth.upstream:",
+        "tenants[0].oauth.token_path:",
+        "tenants[0].oauth.revocation_path:",
+        "tenants[0].oauth.max_token_response_bytes:",
+    ] {
+        assert!(e.contains(key), "{key} missing from:\n{e}");
+    }
+    // The certificate must cover the OAuth hostnames; one hostname belongs to one surface.
+    let uncovered = oauth_yaml(
+        "split_token",
+        "{ hostnames: [oauth.elsewhere.example], upstream: \"http://127.0.0.1:10\", token_path: /token }",
+    );
+    let e = Config::from_yaml(&uncovered, Path::new("t.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tenants[0].cert") && e.contains("oauth.elsewhere.example"),
+        "{e}"
+    );
+    let twice = oauth_yaml(
+        "split_token",
+        "{ hostnames: [saas.acme.example], upstream: \"http://127.0.0.1:10\", token_path: /token }",
+    );
+    let e = Config::from_yaml(&twice, Path::new("t.yaml")).unwrap_err().to_string();
+    assert!(e.contains("already served"), "{e}");
+}

@@ -166,6 +166,8 @@ fn mint_demo_tokens(keyring: &Keyring, store_path: &Path) -> Result<Vec<(TokenId
             header: "Authorization".into(),
             scheme: "Bearer".into(),
             replaces: None,
+            kind: Default::default(),
+            grant_id: None,
         };
         let m = token::mint(keyring, t.id, upstream.as_bytes(), &meta).map_err(|e| DemoError::Io(e.to_string()))?;
         rt.block_on(store.put(t.id, &m.id, &m.record))?;

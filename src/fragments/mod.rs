@@ -72,6 +72,17 @@ pub trait FragmentStore: Send + Sync {
     async fn get(&self, tenant: &str, id: &TokenId) -> Result<Option<Arc<[u8]>>, StoreError>;
     /// Create or replace a record.
     async fn put(&self, tenant: &str, id: &TokenId, record: &[u8]) -> Result<(), StoreError>;
+    /// Create or replace a record that may be dropped after `ttl_secs` (Redis `SET … EX`): an
+    /// OAuth access record past its expiry, a revoked grant. The embedded store keeps it.
+    async fn put_expiring(&self, tenant: &str, id: &TokenId, record: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
+        let _ = ttl_secs;
+        self.put(tenant, id, record).await
+    }
+    /// The record as the store holds it now, bypassing any local cache (the OAuth grant
+    /// checks, which must not act on a cached copy).
+    async fn get_fresh(&self, tenant: &str, id: &TokenId) -> Result<Option<Arc<[u8]>>, StoreError> {
+        self.get(tenant, id).await
+    }
     /// Replace `old` with `new` only if the record is still `old` (re-sealing must not undo a
     /// concurrent revoke). Returns whether it was replaced.
     async fn replace_if(&self, tenant: &str, id: &TokenId, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;

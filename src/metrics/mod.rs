@@ -54,6 +54,9 @@ pub struct Metrics {
     pub guard_refusals: IntCounterVec,
     /// HTTP/2 streams reset by the client before Tessera contacted the upstream.
     pub guard_h2_resets: IntCounter,
+    /// OAuth token endpoint answers by tenant, grant type (bounded set, `oauth::grant_type_label`)
+    /// and result.
+    pub oauth_token_responses: IntCounterVec,
     tenants_labelled: AtomicUsize,
     tenant_label_cap: AtomicUsize,
 }
@@ -344,6 +347,7 @@ struct ProcessFamilies {
     guard_refusals: IntCounterVec,
     guard_h2_resets: IntCounter,
     admin_requests: IntCounterVec,
+    oauth_token_responses: IntCounterVec,
 }
 
 impl ProcessFamilies {
@@ -390,6 +394,12 @@ impl ProcessFamilies {
                 "Admin API requests by outcome.",
                 &["outcome"],
             ),
+            oauth_token_responses: counter_vec(
+                r,
+                "tessera_oauth_token_responses_total",
+                "OAuth token and revocation endpoint answers through Tessera, by grant type and result.",
+                &["tenant", "grant_type", "result"],
+            ),
         }
     }
 }
@@ -430,6 +440,7 @@ impl Metrics {
             guard_refusals: p.guard_refusals,
             guard_h2_resets: p.guard_h2_resets,
             admin_requests: p.admin_requests,
+            oauth_token_responses: p.oauth_token_responses,
             tenants_labelled: AtomicUsize::new(0),
             tenant_label_cap: AtomicUsize::new(1000),
             registry: r,

@@ -39,8 +39,9 @@ use crate::anomaly::Detector;
 use crate::config::AuthMode;
 use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
+use crate::session_log::OAuthAudit;
 use crate::session_log::{RecordDraft, SessionLogger};
-use crate::tenants::{Tenant, TenantTable};
+use crate::tenants::{Surface, Tenant, TenantTable};
 use crate::token::{self, Keyring, PartA, TokenId, VerifyResult};
 
 pub use handshake::{HandshakeHook, SniInfo};
@@ -58,6 +59,8 @@ pub struct Proxy {
     pub max_request: std::time::Duration,
     /// Connection guard: HTTP/2 streams reset by the client go no further (`guard`).
     pub guard: Arc<crate::guard::Guard>,
+    /// The intercepted OAuth endpoints (token, revocation, discovery) on OAuth hostnames.
+    pub oauth: crate::oauth::OAuth,
 }
 
 /// Per-request state. Holds the reconstructed credential only between `request_filter` and
@@ -78,6 +81,10 @@ pub struct Ctx {
     upstream_elapsed: Option<std::time::Duration>,
     upstream_status: Option<u16>,
     tls: bool,
+    /// API or OAuth hostname (set by `route`).
+    surface: Surface,
+    /// Audit of an intercepted OAuth endpoint call, for the session record.
+    oauth: Option<Box<OAuthAudit>>,
 }
 
 impl Ctx {
@@ -100,7 +107,11 @@ impl Proxy {
             metrics::global().bad_requests.with_label_values(&["no_host"]).inc();
             return Err(Refusal::BadRequest(BadRequest::NoHost));
         };
-        let host_tenant = self.tenants.lookup(host);
+        let host_route = self.tenants.lookup_surface(host);
+        let host_tenant = host_route.map(|r| r.0);
+        if let Some((_, surface)) = host_route {
+            ctx.surface = surface;
+        }
         match sni {
             Some(info) => match info.tenant {
                 Some(t) if host_tenant == Some(t) => Ok(t),
@@ -201,6 +212,8 @@ impl ProxyHttp for Proxy {
             upstream_elapsed: None,
             upstream_status: None,
             tls: false,
+            surface: Surface::Api,
+            oauth: None,
         }
     }
 
@@ -216,6 +229,22 @@ impl ProxyHttp for Proxy {
             Ok(t) => {
                 ctx.tenant = Some(t);
                 match self.tenants.get(t) {
+                    Some(tenant) if ctx.surface == Surface::OAuth => {
+                        if let Some(handled) = self.oauth_endpoint(session, tenant, ctx).await {
+                            return handled;
+                        }
+                        // Other OAuth pages need no Part A; one sent anyway (userinfo with the
+                        // access Part A) is swapped like on the API.
+                        if Self::carries_part_a(session) {
+                            let res = self.authenticate(session, tenant, ctx).await;
+                            let result = res.as_ref().map_or_else(Refusal::verify_result, |_| VerifyResult::Ok);
+                            ctx.verify = Some(result);
+                            tenant.metrics.verification(result);
+                            res.map(|c| ctx.credential = Some(c))
+                        } else {
+                            Ok(())
+                        }
+                    }
                     Some(tenant) if tenant.auth == AuthMode::SplitToken => {
                         let res = self.authenticate(session, tenant, ctx).await;
                         let result = res.as_ref().map_or_else(Refusal::verify_result, |_| VerifyResult::Ok);
@@ -250,7 +279,10 @@ impl ProxyHttp for Proxy {
             .tenant(self)
             .ok_or_else(|| Error::explain(InternalError, "upstream_peer without a tenant"))?;
         ctx.upstream_started = Some(Instant::now());
-        Ok(Box::new(HttpPeer::clone(&tenant.peer.load())))
+        match (ctx.surface, &tenant.oauth) {
+            (Surface::OAuth, Some(o)) => Ok(Box::new(HttpPeer::clone(&o.peer.load()))),
+            _ => Ok(Box::new(HttpPeer::clone(&tenant.peer.load()))),
+        }
     }
 
     /// Rewrite the request for the upstream. The credential leaves `ctx` here; its buffer is
@@ -264,40 +296,16 @@ impl ProxyHttp for Proxy {
         let tenant = ctx
             .tenant(self)
             .ok_or_else(|| Error::explain(InternalError, "upstream_request_filter without a tenant"))?;
-        headers::strip_hop_by_hop(up);
-        // Client copies of every tenant header (all tenants') and of `strip_headers` go first.
-        for name in self.tenants.stripped_headers() {
-            up.remove_header(name);
-        }
-        up.remove_header(&http::header::AUTHORIZATION);
-        // The credential next, then Tessera's own headers: even a record whose header name
-        // slipped past validation cannot override them (its name was checked in
-        // `authenticate` as well).
-        if let Some((name, value)) = ctx.credential.take() {
-            up.insert_header(name, value)?;
-        }
-        // h2 carries :authority (one small copy); h1 reuses the Host value without copying.
-        let original_host: Option<HeaderValue> = match session.req_header().uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => up.headers.get(http::header::HOST).cloned(),
+        let oauth = ctx.surface == Surface::OAuth;
+        // The credential next (see `shape_upstream`); on OAuth hostnames without a Part A the
+        // client's own `Authorization` (client authentication) passes through.
+        let credential = ctx.credential.take();
+        let keep_authorization = oauth && credential.is_none();
+        let host = match (oauth, &tenant.oauth) {
+            (true, Some(o)) => &o.upstream_host,
+            _ => &tenant.upstream_host,
         };
-        up.insert_header(http::header::HOST, tenant.upstream_host.clone())?;
-        if let Some(h) = original_host {
-            up.insert_header("x-forwarded-host", h)?;
-        }
-        up.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
-        if let Some(ip) = client_ip(session) {
-            headers::append_forwarded_for(up, ip)?;
-        }
-        if let Some(id) = &ctx.request_id {
-            up.insert_header("x-request-id", id.clone())?;
-        }
-        for (n, v) in &tenant.headers {
-            up.insert_header(n, v.clone())?;
-        }
-        // The tenant header last: a client never picks its tenant.
-        up.insert_header(&tenant.tenant_header, tenant.tenant_value.clone())?;
-        Ok(())
+        self.shape_upstream(session, up, tenant, host, credential, keep_authorization, ctx)
     }
 
     /// Long uploads are cut at `upstream.max_request_duration`.
@@ -335,9 +343,14 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             resp.insert_header("x-request-id", id.clone())?;
+        }
+        if ctx.surface == Surface::OAuth {
+            if let Some(o) = ctx.tenant(self).and_then(|t| t.oauth.as_ref()) {
+                crate::oauth::rewrite_location(resp, o, &vanity_origin(session, ctx.tls))?;
+            }
         }
         Ok(())
     }
@@ -407,26 +420,128 @@ impl ProxyHttp for Proxy {
             path: req.uri.path(),
         });
         if self.sessions.enabled() {
-            self.sessions.log(RecordDraft::capture(
-                tenant,
-                ctx.token_id,
-                ip,
-                req,
-                status,
-                ctx.upstream_status,
-                bytes_in,
-                bytes_out,
-                elapsed,
-                ctx.request_id.as_ref(),
-                ctx.verify,
-                ctx.refusal.map(|r| r.label()),
-                flags,
-            ));
+            self.sessions.log(
+                RecordDraft::capture(
+                    tenant,
+                    ctx.token_id,
+                    ip,
+                    req,
+                    status,
+                    ctx.upstream_status,
+                    bytes_in,
+                    bytes_out,
+                    elapsed,
+                    ctx.request_id.as_ref(),
+                    ctx.verify,
+                    ctx.refusal.map(|r| r.label()),
+                    flags,
+                )
+                .with_oauth(ctx.oauth.take()),
+            );
         }
     }
 }
 
 impl Proxy {
+    /// The request headers for an upstream: hop-by-hop headers dropped, client copies of
+    /// tenant headers and `strip_headers` removed, then the credential, then Tessera's own
+    /// headers (Host, `X-Forwarded-*`, `X-Request-Id`, extra headers), the tenant header last.
+    /// A client never picks its tenant, and even a record whose header name slipped past
+    /// validation cannot override Tessera's headers (its name was checked in `authenticate`).
+    /// Used for proxied requests and for the OAuth endpoints' own exchanges.
+    #[allow(clippy::too_many_arguments)]
+    fn shape_upstream(
+        &self,
+        session: &Session,
+        up: &mut RequestHeader,
+        tenant: &Tenant,
+        upstream_host: &HeaderValue,
+        credential: Option<(HeaderName, HeaderValue)>,
+        keep_authorization: bool,
+        ctx: &Ctx,
+    ) -> Result<()> {
+        headers::strip_hop_by_hop(up);
+        for name in self.tenants.stripped_headers() {
+            up.remove_header(name);
+        }
+        if !keep_authorization {
+            up.remove_header(&http::header::AUTHORIZATION);
+        }
+        if let Some((name, value)) = credential {
+            up.insert_header(name, value)?;
+        }
+        // h2 carries :authority (one small copy); h1 reuses the Host value without copying.
+        let original_host: Option<HeaderValue> = match session.req_header().uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => up.headers.get(http::header::HOST).cloned(),
+        };
+        up.insert_header(http::header::HOST, upstream_host.clone())?;
+        if let Some(h) = original_host {
+            up.insert_header("x-forwarded-host", h)?;
+        }
+        up.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        if let Some(ip) = client_ip(session) {
+            headers::append_forwarded_for(up, ip)?;
+        }
+        if let Some(id) = &ctx.request_id {
+            up.insert_header("x-request-id", id.clone())?;
+        }
+        for (n, v) in &tenant.headers {
+            up.insert_header(n, v.clone())?;
+        }
+        up.insert_header(&tenant.tenant_header, tenant.tenant_value.clone())?;
+        Ok(())
+    }
+
+    /// Whether the request carries `Authorization: Bearer tsr_…`.
+    fn carries_part_a(session: &Session) -> bool {
+        session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| headers::bearer(v.as_bytes()))
+            .is_some_and(|t| t.starts_with(token::PART_A_PREFIX))
+    }
+
+    /// Answer an intercepted OAuth endpoint (token, revocation, discovery) if the request is
+    /// for one: `Some(result of request_filter)`.
+    async fn oauth_endpoint(&self, session: &mut Session, tenant: &Tenant, ctx: &mut Ctx) -> Option<Result<bool>> {
+        let surface = tenant.oauth.as_ref()?;
+        let req = session.req_header();
+        let endpoint = crate::oauth::endpoint(surface, &req.method, req.uri.path())?;
+        let mut up = req.clone();
+        let path: http::Uri = match req.uri.path_and_query() {
+            Some(pq) => pq.as_str().parse().unwrap_or_else(|_| http::Uri::from_static("/")),
+            None => http::Uri::from_static("/"),
+        };
+        up.set_uri(path);
+        if let Err(e) = self.shape_upstream(session, &mut up, tenant, &surface.upstream_host, None, true, ctx) {
+            return Some(Err(e));
+        }
+        let keyring = self.keyring.load();
+        let anomaly = &self.anomaly;
+        let index = tenant.index;
+        let quarantined = move |id: &TokenId| anomaly.is_quarantined(index, id);
+        let call = crate::oauth::Call {
+            store: self.store.as_ref(),
+            keyring: &keyring,
+            tenant,
+            surface,
+            upstream: up,
+            vanity_origin: vanity_origin(session, ctx.tls),
+            request_id: ctx.request_id.clone(),
+            quarantined: &quarantined,
+        };
+        ctx.upstream_started = Some(Instant::now());
+        Some(self.oauth.handle(endpoint, call, session).await.map(|o| {
+            ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
+            ctx.upstream_status = o.upstream_status;
+            ctx.token_id = o.token_id;
+            ctx.oauth = o.audit;
+            true
+        }))
+    }
+
     /// Header checks before routing: `Content-Length` normalised to one value (or refused),
     /// and `Connection` may not list a header Tessera manages.
     fn check_headers(&self, session: &mut Session) -> Result<(), Refusal> {
@@ -450,6 +565,15 @@ impl Proxy {
         }
         Ok(())
     }
+}
+
+/// `scheme://host[:port]` as the client addressed Tessera (the vanity origin).
+fn vanity_origin(session: &Session, tls: bool) -> String {
+    let req = session.req_header();
+    let host = crate::host::request_authority(&req.uri, &req.headers)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .unwrap_or_default();
+    format!("{}://{host}", if tls { "https" } else { "http" })
 }
 
 /// The client's IP address (TCP peer).

@@ -92,6 +92,30 @@ pub struct SessionRecord {
     pub refusal: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anomalies: Vec<String>,
+    /// What happened at an OAuth token or revocation endpoint (`crate::oauth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthAudit>,
+}
+
+/// The audit part of a session record for an OAuth token or revocation endpoint call. Ids and
+/// outcomes only: never codes, verifiers, client secrets or tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OAuthAudit {
+    /// `token` or `revocation`.
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    /// The request's `grant_type` as a bounded label (`oauth::grant_type_label`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub grant_type: String,
+    /// Token ids of the records this answer created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issued: Vec<String>,
+    /// Token id of the refresh (or revoked) Part A the client presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<String>,
+    /// The result label of `tessera_oauth_token_responses_total`.
+    pub outcome: String,
 }
 
 /// Replace every Part-A-shaped run (`tsr_`, any case, then at least 78 ASCII letters or
@@ -255,9 +279,16 @@ pub struct RecordDraft {
     verify: Option<VerifyResult>,
     refusal: Option<&'static str>,
     flags: Flags,
+    oauth: Option<Box<OAuthAudit>>,
 }
 
 impl RecordDraft {
+    /// Attach the OAuth audit of a token or revocation endpoint call.
+    pub fn with_oauth(mut self, oauth: Option<Box<OAuthAudit>>) -> RecordDraft {
+        self.oauth = oauth;
+        self
+    }
+
     /// Capture a finished request (runs in `logging`, on the proxy thread).
     #[allow(clippy::too_many_arguments)]
     pub fn capture(
@@ -297,6 +328,7 @@ impl RecordDraft {
             verify,
             refusal,
             flags,
+            oauth: None,
         }
     }
 
@@ -334,6 +366,7 @@ impl RecordDraft {
             verify: self.verify,
             refusal: self.refusal.map(str::to_string),
             anomalies: self.flags.names().map(str::to_string).collect(),
+            oauth: self.oauth.map(|o| *o),
         }
     }
 }
@@ -806,6 +839,8 @@ mod tests {
             header: "Authorization".into(),
             scheme: "Bearer".into(),
             replaces: None,
+            kind: Default::default(),
+            grant_id: None,
         };
         let real = crate::token::mint(&ring, "acme", b"upstream", &meta).unwrap().part_a;
         assert!(!scrub_part_a(&format!("ua {}", real.as_str())).contains(&real[4..]));
@@ -888,6 +923,7 @@ mod tests {
             verify: Some(VerifyResult::Malformed),
             refusal: Some("malformed"),
             flags: Flags::default(),
+            oauth: None,
         };
         let rec = draft.finish();
         let json = serde_json::to_string(&rec).unwrap();

@@ -42,12 +42,87 @@ pub struct Tenant {
     pub auth: AuthMode,
     pub anomaly: AnomalyConf,
     pub metrics: TenantMetrics,
+    /// The OAuth token swap surface, if the tenant has an `oauth:` section.
+    pub oauth: Option<OAuthSurface>,
+}
+
+/// Which of a tenant's surfaces a hostname belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// API traffic: Part A required (`auth: split_token`).
+    Api,
+    /// The OAuth flow's hostnames (`oauth.hostnames`): proxied to the authorization server,
+    /// token and revocation endpoints intercepted (`crate::oauth`).
+    OAuth,
+}
+
+/// A tenant's OAuth surface, prepared at load time.
+pub struct OAuthSurface {
+    /// The authorization server; swapped by `DnsRefresher` like the API peer.
+    pub peer: ArcSwap<HttpPeer>,
+    pub upstream_host_port: (String, u16),
+    /// `Host` sent to the authorization server.
+    pub upstream_host: HeaderValue,
+    pub upstream_url: String,
+    /// Lower-case `scheme://authority` forms the authorization server writes in absolute URLs
+    /// (with and without an explicit default port); rewritten to the vanity hostname in
+    /// `Location` headers and discovery documents.
+    pub upstream_origins: Vec<String>,
+    pub token_path: String,
+    pub revocation_path: Option<String>,
+    pub discovery: bool,
+    pub max_token_response_bytes: usize,
+    pub refresh_token_ttl: Option<Duration>,
+}
+
+fn origins(u: &crate::config::UpstreamConf) -> Vec<String> {
+    let scheme = if u.tls { "https" } else { "http" };
+    let host = if u.host.contains(':') {
+        format!("[{}]", u.host)
+    } else {
+        u.host.clone()
+    };
+    let mut v = vec![format!("{scheme}://{}", u.authority).to_ascii_lowercase()];
+    let explicit = format!("{scheme}://{host}:{}", u.port).to_ascii_lowercase();
+    if !v.contains(&explicit) {
+        v.push(explicit);
+    }
+    v
+}
+
+/// The Pingora peer for an upstream: timeouts, ALPN, trust. `group_key` keeps pools apart
+/// (Pingora's pool key ignores `options.ca`).
+fn build_peer(
+    addr: SocketAddr,
+    up: &crate::config::UpstreamConf,
+    ca: Option<&Vec<Vec<u8>>>,
+    timeouts: &UpstreamTimeouts,
+    group_key: u64,
+) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
+    peer.options.connection_timeout = Some(timeouts.connect);
+    peer.options.total_connection_timeout = Some(timeouts.connect * 2);
+    peer.options.read_timeout = Some(timeouts.read);
+    peer.options.write_timeout = Some(timeouts.write);
+    peer.options.idle_timeout = Some(timeouts.idle);
+    if up.tls {
+        peer.options.set_http_version(2, 1);
+    }
+    peer.group_key = group_key;
+    if let Some(ders) = ca {
+        let wrapped: Vec<pingora::utils::tls::WrappedX509> = ders
+            .iter()
+            .map(|d| pingora::utils::tls::WrappedX509::new(d.clone(), pingora::utils::tls::parse_x509))
+            .collect();
+        peer.options.ca = Some(Arc::from(wrapped.into_boxed_slice()));
+    }
+    peer
 }
 
 /// All tenants and their hostnames.
 pub struct TenantTable {
     tenants: Vec<Tenant>,
-    hosts: HostMap<usize>,
+    hosts: HostMap<(usize, Surface)>,
     /// Removed from every request before Tessera sets its own headers: the tenant header
     /// names of all tenants and `strip_headers`.
     strip: Vec<HeaderName>,
@@ -85,6 +160,40 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| "no address".to_string())
 }
 
+fn oauth_surface(
+    c: &TenantConf,
+    o: &crate::config::OAuthConf,
+    timeouts: &UpstreamTimeouts,
+    index: usize,
+) -> Result<OAuthSurface, TenantError> {
+    let addr = resolve(&o.upstream.host, o.upstream.port).map_err(|reason| TenantError::Resolve {
+        tenant: c.id.to_string(),
+        url: o.upstream.url.clone(),
+        host: o.upstream.host.clone(),
+        reason,
+    })?;
+    let peer = build_peer(
+        addr,
+        &o.upstream,
+        o.upstream_ca.as_ref(),
+        timeouts,
+        (1 << 32) + index as u64,
+    );
+    Ok(OAuthSurface {
+        peer: ArcSwap::from_pointee(peer),
+        upstream_host_port: (o.upstream.host.clone(), o.upstream.port),
+        upstream_host: HeaderValue::from_str(&o.upstream.authority)
+            .map_err(|_| TenantError::BadAuthority(o.upstream.authority.clone()))?,
+        upstream_url: o.upstream.url.clone(),
+        upstream_origins: origins(&o.upstream),
+        token_path: o.token_path.clone(),
+        revocation_path: o.revocation_path.clone(),
+        discovery: o.discovery,
+        max_token_response_bytes: o.max_token_response_bytes,
+        refresh_token_ttl: o.refresh_token_ttl,
+    })
+}
+
 impl TenantTable {
     /// Prepare every tenant: peers, header values, metric handles, and the list of header
     /// names stripped from client requests (`strip_headers` plus every tenant header name).
@@ -112,25 +221,12 @@ impl TenantTable {
                 host: c.upstream.host.clone(),
                 reason,
             })?;
-            let mut peer = HttpPeer::new(addr, c.upstream.tls, c.upstream.host.clone());
-            peer.options.connection_timeout = Some(timeouts.connect);
-            peer.options.total_connection_timeout = Some(timeouts.connect * 2);
-            peer.options.read_timeout = Some(timeouts.read);
-            peer.options.write_timeout = Some(timeouts.write);
-            peer.options.idle_timeout = Some(timeouts.idle);
-            if c.upstream.tls {
-                peer.options.set_http_version(2, 1);
-            }
-            // Pingora's pool key ignores `options.ca`; the group key keeps two tenants that
-            // share an upstream address but trust different CAs in separate pools.
-            peer.group_key = index as u64 + 1;
-            if let Some(ders) = &c.upstream_ca {
-                let wrapped: Vec<pingora::utils::tls::WrappedX509> = ders
-                    .iter()
-                    .map(|d| pingora::utils::tls::WrappedX509::new(d.clone(), pingora::utils::tls::parse_x509))
-                    .collect();
-                peer.options.ca = Some(Arc::from(wrapped.into_boxed_slice()));
-            }
+            // Group keys: API peers 1..=n, OAuth peers above 2^32.
+            let peer = build_peer(addr, &c.upstream, c.upstream_ca.as_ref(), timeouts, index as u64 + 1);
+            let oauth = match &c.oauth {
+                Some(o) => Some(oauth_surface(c, o, timeouts, index)?),
+                None => None,
+            };
             let tenant = Tenant {
                 index,
                 id: c.id.clone(),
@@ -146,9 +242,13 @@ impl TenantTable {
                 auth: c.auth,
                 anomaly: c.anomaly.clone(),
                 metrics: crate::metrics::global().tenant(&c.id),
+                oauth,
             };
             for h in &c.hostnames {
-                t.hosts.insert(h, index);
+                t.hosts.insert(h, (index, Surface::Api));
+            }
+            for h in c.oauth.iter().flat_map(|o| o.hostnames.iter()) {
+                t.hosts.insert(h, (index, Surface::OAuth));
             }
             t.by_id.insert(c.id.clone(), index);
             t.tenants.push(tenant);
@@ -158,6 +258,11 @@ impl TenantTable {
 
     /// Tenant index serving `host` (any case, optional port).
     pub fn lookup(&self, host: &str) -> Option<usize> {
+        self.hosts.lookup(host).map(|r| r.0)
+    }
+
+    /// Tenant index and surface serving `host`.
+    pub fn lookup_surface(&self, host: &str) -> Option<(usize, Surface)> {
         self.hosts.lookup(host).copied()
     }
 
@@ -222,30 +327,34 @@ impl BackgroundService for DnsRefresher {
                 _ = tick.tick() => {}
             }
             for t in self.tenants.iter() {
-                let (host, port) = t.upstream_host_port.clone();
-                if host.parse::<IpAddr>().is_ok() {
-                    continue;
-                }
-                let res = tokio::task::spawn_blocking(move || resolve(&host, port)).await;
-                match res {
-                    Ok(Ok(addr)) => {
-                        let cur = t.peer.load();
-                        if cur._address.as_inet() != Some(&addr) {
-                            let mut next = HttpPeer::new(addr, cur.is_tls(), cur.sni.clone());
-                            next.options = cur.options.clone();
-                            next.group_key = cur.group_key;
-                            log::info!("tenant={} upstream {} now resolves to {addr}", t.id, t.upstream_url);
-                            t.peer.store(Arc::new(next));
-                        }
-                    }
-                    Ok(Err(e)) => log::warn!(
-                        "tenant={} upstream {}: DNS refresh failed, keeping the old address: {e}",
-                        t.id,
-                        t.upstream_url
-                    ),
-                    Err(_) => {}
+                refresh(&t.id, &t.upstream_url, &t.upstream_host_port, &t.peer).await;
+                if let Some(o) = &t.oauth {
+                    refresh(&t.id, &o.upstream_url, &o.upstream_host_port, &o.peer).await;
                 }
             }
         }
+    }
+}
+
+/// Re-resolve one upstream and swap its peer if the address changed.
+async fn refresh(tenant: &str, url: &str, host_port: &(String, u16), peer: &ArcSwap<HttpPeer>) {
+    let (host, port) = host_port.clone();
+    if host.parse::<IpAddr>().is_ok() {
+        return;
+    }
+    let res = tokio::task::spawn_blocking(move || resolve(&host, port)).await;
+    match res {
+        Ok(Ok(addr)) => {
+            let cur = peer.load();
+            if cur._address.as_inet() != Some(&addr) {
+                let mut next = HttpPeer::new(addr, cur.is_tls(), cur.sni.clone());
+                next.options = cur.options.clone();
+                next.group_key = cur.group_key;
+                log::info!("tenant={tenant} upstream {url} now resolves to {addr}");
+                peer.store(Arc::new(next));
+            }
+        }
+        Ok(Err(e)) => log::warn!("tenant={tenant} upstream {url}: DNS refresh failed, keeping the old address: {e}"),
+        Err(_) => {}
     }
 }

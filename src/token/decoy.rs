@@ -40,6 +40,8 @@ static DECOY: LazyLock<Option<Decoy>> = LazyLock::new(|| {
         header: "authorization".into(),
         scheme: "Bearer".into(),
         replaces: None,
+        kind: Default::default(),
+        grant_id: None,
     };
     let minted = mint_with_id(&keyring, DECOY_TENANT, DECOY_ID, DECOY_TOKEN, &meta).ok()?;
     Some(Decoy {

@@ -19,6 +19,7 @@
 
 pub(crate) mod base62;
 mod decoy;
+pub mod grant;
 pub mod keyring;
 
 use std::fmt;
@@ -88,6 +89,10 @@ pub enum TokenError {
     /// The upstream token is not a valid header value.
     #[error("upstream token must be 1-8192 visible ASCII characters")]
     BadUpstreamToken,
+    /// A refresh-token Part A presented where an API credential is expected (or the
+    /// reverse at the token endpoint).
+    #[error("Part A of another kind of token")]
+    WrongKind,
 }
 
 impl TokenError {
@@ -100,6 +105,7 @@ impl TokenError {
             TokenError::Revoked => VerifyResult::Revoked,
             TokenError::Expired => VerifyResult::Expired,
             TokenError::Tampered | TokenError::UnknownKid => VerifyResult::Tampered,
+            TokenError::WrongKind => VerifyResult::WrongKind,
         }
     }
 }
@@ -139,11 +145,13 @@ pub enum VerifyResult {
     /// The record's credential header is one Tessera sets or strips (see
     /// `TenantTable::credential_conflict`); the record is refused rather than sent.
     HeaderConflict,
+    /// An OAuth refresh-token Part A sent to the API: it is only usable at the token endpoint.
+    WrongKind,
 }
 
 impl VerifyResult {
     /// Every outcome, in index order (`self as usize`).
-    pub const ALL: [VerifyResult; 11] = [
+    pub const ALL: [VerifyResult; 12] = [
         VerifyResult::Ok,
         VerifyResult::Missing,
         VerifyResult::Malformed,
@@ -155,6 +163,7 @@ impl VerifyResult {
         VerifyResult::StoreUnavailable,
         VerifyResult::Quarantined,
         VerifyResult::HeaderConflict,
+        VerifyResult::WrongKind,
     ];
     /// Number of outcomes (size of per-tenant handle arrays).
     pub const COUNT: usize = VerifyResult::ALL.len();
@@ -173,6 +182,7 @@ impl VerifyResult {
             VerifyResult::StoreUnavailable => "store_unavailable",
             VerifyResult::Quarantined => "quarantined",
             VerifyResult::HeaderConflict => "header_conflict",
+            VerifyResult::WrongKind => "wrong_kind",
         }
     }
 
@@ -193,6 +203,7 @@ impl VerifyResult {
                 | VerifyResult::Tampered
                 | VerifyResult::WrongTenant
                 | VerifyResult::Quarantined
+                | VerifyResult::WrongKind
         )
     }
 }
@@ -363,6 +374,52 @@ pub struct TokenMeta {
     /// The token id this one replaced through `rotate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// How the token came to Tessera (records written before OAuth existed are `minted`).
+    #[serde(default)]
+    pub kind: TokenKind,
+    /// The OAuth grant the token belongs to (`access` and `refresh` records), as hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+}
+
+/// How a record was born.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// Handed to the admin API (`POST /v1/tenants/{t}/tokens`) by a person.
+    #[default]
+    Minted,
+    /// An access token swapped at the OAuth token endpoint.
+    Access,
+    /// A refresh token swapped at the OAuth token endpoint; only usable there.
+    Refresh,
+}
+
+impl TokenKind {
+    pub const fn label(self) -> &'static str {
+        match self {
+            TokenKind::Minted => "minted",
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+
+    const fn byte(self) -> u8 {
+        match self {
+            TokenKind::Minted => 0,
+            TokenKind::Access => 1,
+            TokenKind::Refresh => 2,
+        }
+    }
+
+    const fn from_byte(b: u8) -> Option<TokenKind> {
+        match b {
+            0 => Some(TokenKind::Minted),
+            1 => Some(TokenKind::Access),
+            2 => Some(TokenKind::Refresh),
+            _ => None,
+        }
+    }
 }
 
 /// The reconstructed upstream credential. Wiped on drop; `Debug` is redacted.
@@ -578,16 +635,53 @@ pub fn tombstone(revoked_at: i64) -> Vec<u8> {
     v
 }
 
+/// A tombstone that still says what the record was (kind and grant), so a revoked OAuth
+/// record stays visible in its grant. Holds no secret.
+pub fn tombstone_of(revoked_at: i64, kind: TokenKind, grant: Option<&TokenId>) -> Vec<u8> {
+    let mut v = tombstone(revoked_at);
+    v.push(kind.byte());
+    v.extend_from_slice(&grant.map_or([0u8; 16], |g| g.0));
+    v
+}
+
+/// What a tombstone says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tombstone {
+    pub revoked_at: i64,
+    /// `None` for tombstones written by `tombstone` (kind unknown).
+    pub kind: Option<TokenKind>,
+    pub grant: Option<TokenId>,
+}
+
+/// The tombstone `stored` is, if it is one.
+pub fn tombstone_info(stored: &[u8]) -> Option<Tombstone> {
+    let [TOMBSTONE, rest @ ..] = stored else {
+        return None;
+    };
+    let (at, extra) = match rest.len() {
+        8 => (rest, &[][..]),
+        25 => rest.split_at(8),
+        _ => return None,
+    };
+    let mut b = [0u8; 8];
+    b.copy_from_slice(at);
+    let mut t = Tombstone {
+        revoked_at: i64::from_be_bytes(b),
+        kind: None,
+        grant: None,
+    };
+    if let [kind, grant @ ..] = extra {
+        t.kind = TokenKind::from_byte(*kind);
+        let mut g = [0u8; 16];
+        g.copy_from_slice(grant);
+        t.grant = (g != [0u8; 16]).then_some(TokenId(g));
+    }
+    Some(t)
+}
+
 /// `Some(revoked_at)` if `stored` is a tombstone.
 pub fn is_tombstone(stored: &[u8]) -> Option<i64> {
-    match stored {
-        [TOMBSTONE, rest @ ..] if rest.len() == 8 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(rest);
-            Some(i64::from_be_bytes(b))
-        }
-        _ => None,
-    }
+    tombstone_info(stored).map(|t| t.revoked_at)
 }
 
 /// The kid a stored record is sealed under.
@@ -679,6 +773,10 @@ fn decode_inner(inner: &[u8], now: i64) -> Result<Credential, TokenError> {
         return Err(TokenError::Expired);
     }
     let header = take_str8(&mut rest)?.to_ascii_lowercase();
+    // Refresh records carry no header: they are never sent as a request credential.
+    if header.is_empty() {
+        return Err(TokenError::WrongKind);
+    }
     let scheme = take_str8(&mut rest)?;
     let mut value = Zeroizing::new(Vec::with_capacity(scheme.len() + 1 + rest.len()));
     if !scheme.is_empty() {
@@ -699,7 +797,8 @@ pub fn open_meta(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -
 /// Admin path: re-seal a record under the active KEK. `Ok(None)` if it already is (or is a
 /// tombstone, which holds nothing to re-seal).
 pub fn reseal(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> Result<Option<Vec<u8>>, TokenError> {
-    if is_tombstone(stored).is_some() {
+    // Tombstones and grant records hold nothing sealed.
+    if is_tombstone(stored).is_some() || grant::is_grant(stored) {
         return Ok(None);
     }
     if record_kid(stored) == Some(keyring.active().kid.as_bytes()) {
@@ -707,6 +806,37 @@ pub fn reseal(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> R
     }
     let plain = open_record(keyring, tenant, id, stored)?;
     Ok(Some(seal_record(keyring, tenant, id, &plain)))
+}
+
+/// OAuth token endpoint: open a refresh record with its Part A. Returns the raw upstream
+/// token (wiped on drop) and the record's metadata; expiry is checked like on the request path.
+pub fn open_token(
+    keyring: &Keyring,
+    tenant: &str,
+    part_a: &PartA,
+    stored: &[u8],
+    now: i64,
+) -> Result<(Zeroizing<Vec<u8>>, TokenMeta), TokenError> {
+    let plain = match open_record(keyring, tenant, &part_a.id, stored) {
+        Ok(p) => p,
+        Err(e) => {
+            equalize_refusal(Some(part_a));
+            return Err(e);
+        }
+    };
+    let parts = split_record(&plain)?;
+    let dk = combine(&part_a.share, parts.share_b)?;
+    let inner = open(&dk, &inner_aad(tenant, &part_a.id), parts.inner_nonce, parts.inner_ct)?;
+    let exp = inner.get(..8).ok_or(TokenError::Tampered)?;
+    let exp = i64::from_be_bytes([exp[0], exp[1], exp[2], exp[3], exp[4], exp[5], exp[6], exp[7]]);
+    if now >= exp {
+        return Err(TokenError::Expired);
+    }
+    let mut rest = &inner[8..];
+    take_str8(&mut rest)?;
+    take_str8(&mut rest)?;
+    let meta: TokenMeta = serde_json::from_slice(parts.meta).map_err(|_| TokenError::Tampered)?;
+    Ok((Zeroizing::new(rest.to_vec()), meta))
 }
 
 /// Admin path: recover the upstream token from a valid Part A, for `rotate`. Wiped on drop.

@@ -12,6 +12,8 @@ fn meta() -> TokenMeta {
         header: "Authorization".into(),
         scheme: "Bearer".into(),
         replaces: None,
+        kind: Default::default(),
+        grant_id: None,
     }
 }
 
@@ -335,15 +337,7 @@ fn verify_results_are_a_closed_indexed_set() {
 fn part_a_prefix_matches_minted_part_a() {
     let ring = Keyring::parse(&format!("k1 {}", "22".repeat(32))).unwrap();
     for i in 0..20 {
-        let meta = TokenMeta {
-            label: "p".into(),
-            created_at: 1,
-            expires_at: None,
-            header: "Authorization".into(),
-            scheme: "Bearer".into(),
-            replaces: None,
-        };
-        let m = mint(&ring, "acme", format!("upstream-{i}").as_bytes(), &meta).unwrap();
+        let m = mint(&ring, "acme", format!("upstream-{i}").as_bytes(), &meta()).unwrap();
         let prefix = part_a_prefix("acme", &m.id);
         assert_eq!(prefix.len(), PART_A_PREFIX_LEN);
         assert!(m.part_a.starts_with(&prefix), "{prefix}");

@@ -2,10 +2,12 @@
 //! real `tessera` binary as a child process, and the echo upstream on `127.0.0.1:0`; clients do
 //! real TLS handshakes with SNI. One file per concern, all re-exported here:
 //! `redis` (servers), `setup` (tenants, certs, config, upstreams), `process` (the tessera process and
-//! its clients), `raw` (byte-exact clients and a recording upstream for adversarial tests).
+//! its clients), `raw` (byte-exact clients and a recording upstream for adversarial tests),
+//! `oidc` (a real OpenID Provider and the OAuth client flows, for the token-swap tests).
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod oidc;
 mod process;
 pub mod raw;
 mod redis;

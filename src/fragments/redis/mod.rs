@@ -231,6 +231,24 @@ impl FragmentStore for RedisStore {
         Ok(())
     }
 
+    async fn put_expiring(&self, tenant: &str, id: &TokenId, record: &[u8], ttl_secs: u64) -> Result<(), StoreError> {
+        let mut conn = self.connection()?;
+        conn.set_ex::<_, _, ()>(self.key(tenant, id), record, ttl_secs.max(1))
+            .await
+            .map_err(|e| self.fail("set", e))?;
+        self.evict_local(id);
+        Ok(())
+    }
+
+    async fn get_fresh(&self, tenant: &str, id: &TokenId) -> Result<Option<Arc<[u8]>>, StoreError> {
+        if !self.up.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable("Redis heartbeat failing".into()));
+        }
+        let mut conn = self.connection()?;
+        let v: Option<Vec<u8>> = conn.get(self.key(tenant, id)).await.map_err(|e| self.fail("get", e))?;
+        Ok(v.map(Arc::from))
+    }
+
     async fn replace_if(&self, tenant: &str, id: &TokenId, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
         // Atomic compare-and-set on one key (one slot, so also valid on a cluster).
         let script = redis::Script::new(
