@@ -288,6 +288,14 @@ fn console_refuses_what_it_must_without_a_browser() {
         "the new token's page"
     );
 
+    // Grants (OAuth): the list renders; revoking an unknown grant is the API's 404, audited.
+    let r = get_with(&c, t, &sid, "/t/acme/grants");
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("No OAuth grant"));
+    let ghost = "0123456789abcdef0123456789abcdef";
+    let (st, _) = opost(&format!("/t/acme/grants/{ghost}/revoke"), &[("csrf", &op_csrf)]);
+    assert_eq!(st, 404, "unknown grant");
+
     // Tenant scope: its tenant only, pages and crafted posts with its own valid CSRF token.
     let (gsid, gcsrf) = login(&c, t, &s.globex_admin);
     let gpost = |path: &str, form: &[(&str, &str)]| post(&c, t, &gsid, path, form, None);
@@ -297,6 +305,8 @@ fn console_refuses_what_it_must_without_a_browser() {
     assert_eq!(get(&format!("/t/acme/tokens/{acme_id}")), 403);
     assert_eq!(get("/t/acme/tail"), 403);
     assert_eq!(get("/t/acme/tail/events"), 403);
+    assert_eq!(get("/t/acme/grants"), 403);
+    assert_eq!(get("/t/globex/grants"), 200);
     assert_eq!(
         get("/t/nosuch"),
         403,
@@ -345,6 +355,7 @@ fn console_refuses_what_it_must_without_a_browser() {
         has("rotate", "console", "acme") && has("unblock", "console", "acme"),
         "{v}"
     );
+    assert!(has("revoke_grant", "console", "acme"), "{v}");
     let rot = entries
         .iter()
         .find(|e| e["action"] == "rotate" && e["status"] == 201)

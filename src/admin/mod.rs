@@ -233,7 +233,7 @@ impl AdminState {
                 Some(_) => {}
             }
         }
-        for k in ["resealed", "failed", "revoked", "already_revoked"] {
+        for k in ["resealed", "failed", "revoked", "grants_revoked", "records_revoked"] {
             if let Some(n) = body.get(k).and_then(Value::as_u64) {
                 detail.push(format!("{k}={n}"));
             }

@@ -11,7 +11,10 @@
 //! GET  /console/t/{t}/tokens/{id}                  one token: timeline (status, path, ip, from, to), anomalies
 //! GET  /console/t/{t}/tokens/{id}/{revoke|unblock|rotate}   confirmation page
 //! POST /console/t/{t}/tokens/{id}/{revoke|unblock|rotate}   the action (same AdminState code as the API)
-//! GET  /console/t/{t}/revoke-all, POST …           incident: revoke every token (tenant id typed again)
+//! GET  /console/t/{t}/grants                      OAuth grants of a tenant
+//! GET  /console/t/{t}/grants/{g}                  one grant and its access/refresh records
+//! GET|POST /console/t/{t}/grants/{g}/revoke       confirm / revoke the grant (every record of it)
+//! GET  /console/t/{t}/revoke-all, POST …           incident: revoke every token and grant (tenant id typed again)
 //! GET  /console/t/{t}/tail                         live tail page; /tail/events is its SSE stream
 //! ```
 //!
@@ -347,6 +350,17 @@ async fn get(state: &AdminState, cur: &Current, segs: &[&str], query: &str) -> P
                 [] => views::tenant(state, cur, t, &q).await,
                 ["tail"] => views::tail(state, cur, t).await,
                 ["revoke-all"] => Page::html(StatusCode::OK, views::revoke_all_form(cur, t, None)),
+                ["grants"] => views::grants(state, cur, t).await,
+                ["grants", g, more @ ..] => {
+                    let Some(g) = token_id(g) else {
+                        return views::error(Some(cur), StatusCode::NOT_FOUND, "Not a grant id (32 hex characters).");
+                    };
+                    match more {
+                        [] => views::grant(state, cur, t, &g).await,
+                        ["revoke"] => Page::html(StatusCode::OK, views::confirm_grant(cur, t, &g)),
+                        _ => views::error(Some(cur), StatusCode::NOT_FOUND, "No such console page."),
+                    }
+                }
                 ["tokens", id, more @ ..] => {
                     let Some(id) = token_id(id) else {
                         return views::error(Some(cur), StatusCode::NOT_FOUND, "Not a token id (32 hex characters).");
@@ -396,6 +410,14 @@ async fn post(state: &AdminState, cur: &Current, segs: &[&str], f: &Form) -> Pag
             state.audited(caller, Source::Console, "revoke_tenant", Some(t), None, &reply);
             views::result(cur, t, None, "revoke_tenant", &reply)
         }
+        ["grants", g, "revoke"] => {
+            let Some(g) = token_id(g) else {
+                return views::error(Some(cur), StatusCode::NOT_FOUND, "Not a grant id (32 hex characters).");
+            };
+            let reply = state.revoke_grant(caller, t, &g).await;
+            state.audited(caller, Source::Console, "revoke_grant", Some(t), Some(&g), &reply);
+            views::result(cur, t, None, "revoke_grant", &reply)
+        }
         ["tokens", id, act] => {
             let Some(id) = token_id(id) else {
                 return views::error(Some(cur), StatusCode::NOT_FOUND, "Not a token id (32 hex characters).");
@@ -443,8 +465,42 @@ fn rotate_body(f: &Form) -> Result<Zeroizing<Vec<u8>>, &'static str> {
     Ok(body)
 }
 
-/// Incident action: revoke every live token of tenant `t` through the API's `revoke`.
+/// Incident action: revoke every live grant of tenant `t` (`revoke_grant`: all its access and
+/// refresh records) and every other live token (`revoke`), through the API's own methods.
 async fn revoke_all(state: &AdminState, caller: &AdminToken, t: &str) -> Reply {
+    let Reply(status, listed) = state.list_grants(t).await;
+    if !status.is_success() {
+        return Reply(status, listed);
+    }
+    let (mut grants, mut failed) = (0u64, 0u64);
+    for g in listed.get("grants").and_then(Value::as_array).into_iter().flatten() {
+        if g.get("status").and_then(Value::as_str) != Some("active") {
+            continue;
+        }
+        let Some(id) = g.get("grant_id").and_then(Value::as_str).and_then(TokenId::parse) else {
+            continue;
+        };
+        match state.revoke_grant(caller, t, &id).await {
+            Reply(s, _) if s.is_success() => grants += 1,
+            _ => failed += 1,
+        }
+    }
+    let Reply(status, tokens) = revoke_tokens(state, caller, t).await;
+    let revoked = tokens.get("revoked").and_then(Value::as_u64).unwrap_or(0);
+    failed += tokens.get("failed").and_then(Value::as_u64).unwrap_or(0);
+    let status = if failed == 0 && status.is_success() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Reply(
+        status,
+        json!({"tenant": t, "revoked": revoked, "grants_revoked": grants, "failed": failed}),
+    )
+}
+
+/// Every token of `t` not yet revoked, one `revoke` each.
+async fn revoke_tokens(state: &AdminState, caller: &AdminToken, t: &str) -> Reply {
     let Reply(status, listed) = state.list(t).await;
     if !status.is_success() {
         return Reply(status, listed);

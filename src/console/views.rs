@@ -326,7 +326,7 @@ async fn tokens_of(state: &AdminState, t: &str) -> Result<Vec<Value>, String> {
 fn tenant_nav(t: &str, here: &str) -> Markup {
     html! {
         nav.tabs aria-label="Tenant" {
-            @for (label, href) in [("Tokens", format!("/console/t/{t}")), ("Live tail", format!("/console/t/{t}/tail")), ("Incident: revoke all", format!("/console/t/{t}/revoke-all"))] {
+            @for (label, href) in [("Tokens", format!("/console/t/{t}")), ("Grants", format!("/console/t/{t}/grants")), ("Live tail", format!("/console/t/{t}/tail")), ("Incident: revoke all", format!("/console/t/{t}/revoke-all"))] {
                 @if label == here { span aria-current="page" { (label) } } @else { a href=(href) { (label) } }
             }
         }
@@ -346,8 +346,10 @@ pub(super) async fn tenant(state: &AdminState, cur: &Current, t: &str, q: &Form)
         _ => "created_at",
     };
     let asc = q.text("dir") == "asc";
-    let has_kind = tokens.iter().any(|v| v.get("kind").is_some());
-    let has_grant = tokens.iter().any(|v| v.get("grant_id").is_some());
+    let has_kind = tokens.iter().any(|v| v.get("kind").and_then(Value::as_str).is_some());
+    let has_grant = tokens
+        .iter()
+        .any(|v| v.get("grant_id").and_then(Value::as_str).is_some());
     let mut rows: Vec<(&Value, Activity)> = tokens
         .iter()
         .filter(|v| want.is_empty() || s(v, "status") == want)
@@ -433,7 +435,7 @@ pub(super) async fn tenant(state: &AdminState, cur: &Current, t: &str, q: &Form)
                             td { a href=(format!("/console/t/{t}/tokens/{id}")) { @if s(v, "label").is_empty() { span.muted { "(no label)" } } @else { (s(v, "label")) } } }
                             td { code.id { (id) } }
                             @if has_kind { td { (s(v, "kind")) } }
-                            @if has_grant { td { code { (s(v, "grant_id")) } } }
+                            @if has_grant { td { @if !s(v, "grant_id").is_empty() { a href=(format!("/console/t/{t}/grants/{}", s(v, "grant_id"))) { code.id { (s(v, "grant_id")) } } } } }
                             td { span class=(format!("pill {}", status_class(status))) { (status) } }
                             td { (short_time(s(v, "created_at"))) }
                             td { @if s(v, "expires_at").is_empty() { span.muted { "never" } } @else { (short_time(s(v, "expires_at"))) } }
@@ -513,7 +515,7 @@ pub(super) async fn token(state: &AdminState, cur: &Current, t: &str, id: &Token
             dt { "Part A prefix" } dd { code #part-a-prefix { (token::part_a_prefix(t, id)) "…" } " " small.muted { "(every Part A of this token starts so; Part A itself is never shown)" } }
             dt { "Status" } dd { span class=(format!("pill {}", status_class(status))) #token-status { (status) } }
             @if let Some(k) = tok.get("kind").and_then(Value::as_str) { dt { "Kind" } dd { (k) } }
-            @if let Some(g) = tok.get("grant_id").and_then(Value::as_str) { dt { "Grant" } dd { code { (g) } } }
+            @if let Some(g) = tok.get("grant_id").and_then(Value::as_str) { dt { "Grant" } dd { a href=(format!("/console/t/{t}/grants/{g}")) { code.id { (g) } } } }
             dt { "Quarantine" } dd { @if quarantined { span.pill.bad { "quarantined" } } @else { "not quarantined" } }
             @if !s(tok, "created_at").is_empty() {
                 dt { "Created" } dd { (short_time(s(tok, "created_at"))) }
@@ -583,6 +585,120 @@ fn records_table(records: &[&SessionRecord], label: &str, with_token: bool) -> M
             }
         }
     }
+}
+
+// === grants ===
+
+pub(super) async fn grants(state: &AdminState, cur: &Current, t: &str) -> Page {
+    let Reply(status, v) = state.list_grants(t).await;
+    if !status.is_success() {
+        return error(Some(cur), status, s(&v, "message"));
+    }
+    let list = v.get("grants").and_then(Value::as_array).cloned().unwrap_or_default();
+    let num = |g: &Value, k: &str| g.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let body = html! {
+        (crumbs(&[("Tenants", Some("/console/".into())), (t, Some(format!("/console/t/{t}"))), ("Grants", None)]))
+        h1 { "OAuth grants: " code { (t) } }
+        (tenant_nav(t, "Grants"))
+        p.muted { "One grant per OAuth authorization; revoking it revokes every access and refresh token it produced." }
+        div.scroll tabindex="0" role="region" aria-label="Grants table" {
+            table.data #grants {
+                thead { tr {
+                    th scope="col" { "Grant" }
+                    th scope="col" { "Status" }
+                    th scope="col" { "Grant type" }
+                    th scope="col" { "Client" }
+                    th scope="col" { "Created" }
+                    th scope="col" { "Last refresh" }
+                    th.num scope="col" { "Refreshes" }
+                    th.num scope="col" { "Live records" }
+                } }
+                tbody {
+                    @for g in &list {
+                        @let id = s(g, "grant_id");
+                        tr data-grant=(id) {
+                            td { a href=(format!("/console/t/{t}/grants/{id}")) { code.id { (id) } } }
+                            td { span class=(format!("pill {}", status_class(s(g, "status")))) { (s(g, "status")) } }
+                            td { (s(g, "grant_type")) }
+                            td { code { (s(g, "client_id")) } }
+                            td { (short_time(s(g, "created_at"))) }
+                            td { @if s(g, "last_refresh_at").is_empty() { span.muted { "—" } } @else { (short_time(s(g, "last_refresh_at"))) } }
+                            td.num { (num(g, "refreshes")) }
+                            td.num { (num(g, "live_records")) }
+                        }
+                    }
+                }
+            }
+        }
+        @if list.is_empty() { p.muted { "No OAuth grant for this tenant." } }
+    };
+    Page::html(StatusCode::OK, layout(Some(cur), &format!("Grants {t}"), body))
+}
+
+pub(super) async fn grant(state: &AdminState, cur: &Current, t: &str, g: &TokenId) -> Page {
+    let Reply(status, v) = state.show_grant(t, g).await;
+    if !status.is_success() {
+        return error(Some(cur), status, s(&v, "message"));
+    }
+    let records = v.get("records").and_then(Value::as_array).cloned().unwrap_or_default();
+    let gid = g.to_string();
+    let body = html! {
+        (crumbs(&[("Tenants", Some("/console/".into())), (t, Some(format!("/console/t/{t}"))), ("Grants", Some(format!("/console/t/{t}/grants"))), ("Grant", None)]))
+        h1 { "Grant " code.id { (gid) } }
+        dl.facts {
+            dt { "Status" } dd { span class=(format!("pill {}", status_class(s(&v, "status")))) #grant-status { (s(&v, "status")) } }
+            dt { "Grant type" } dd { (s(&v, "grant_type")) }
+            dt { "Client" } dd { code { (s(&v, "client_id")) } }
+            dt { "Created" } dd { (short_time(s(&v, "created_at"))) }
+            @if !s(&v, "last_refresh_at").is_empty() { dt { "Last refresh" } dd { (short_time(s(&v, "last_refresh_at"))) } }
+            @if !s(&v, "revoked_at").is_empty() { dt { "Revoked" } dd { (short_time(s(&v, "revoked_at"))) } }
+        }
+        @if s(&v, "status") == "active" {
+            div.actions role="group" aria-label="Actions" {
+                a.button.danger href=(format!("/console/t/{t}/grants/{gid}/revoke")) { "Revoke grant…" }
+            }
+        }
+        h2 { "Access and refresh records" }
+        div.scroll tabindex="0" role="region" aria-label="Records of the grant" {
+            table.data {
+                thead { tr {
+                    th scope="col" { "Token" } th scope="col" { "Kind" } th scope="col" { "Status" }
+                    th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { "Last used" }
+                } }
+                tbody {
+                    @for r in &records {
+                        tr {
+                            td { a href=(format!("/console/t/{t}/tokens/{}", s(r, "id"))) { code.id { (s(r, "id")) } } }
+                            td { (s(r, "kind")) }
+                            td { span class=(format!("pill {}", status_class(s(r, "status")))) { (s(r, "status")) } }
+                            td { (short_time(s(r, "created_at"))) }
+                            td { @if s(r, "expires_at").is_empty() { "never" } @else { (short_time(s(r, "expires_at"))) } }
+                            td { @if s(r, "last_used_at").is_empty() { span.muted { "—" } } @else { (short_time(s(r, "last_used_at"))) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Page::html(StatusCode::OK, layout(Some(cur), "Grant", body))
+}
+
+pub(super) fn confirm_grant(cur: &Current, t: &str, g: &TokenId) -> String {
+    let base = format!("/console/t/{t}/grants/{g}");
+    let body = html! {
+        (crumbs(&[("Tenants", Some("/console/".into())), (t, Some(format!("/console/t/{t}"))), ("Grant", Some(base.clone())), ("Revoke grant", None)]))
+        h1 { "Revoke grant" }
+        p { "Grant " code.id { (g.to_string()) } " of tenant " code { (t) } "." }
+        p.notice.bad { "Every access and refresh token of this grant is tombstoned; the integration must be authorized again. This cannot be undone." }
+        form.confirm method="post" action=(format!("{base}/revoke")) {
+            (csrf_field(cur))
+            div.actions {
+                button.danger type="submit" #confirm-action { "Confirm: revoke grant" }
+                a.button href=(base) { "Cancel" }
+            }
+        }
+    };
+    layout(Some(cur), "Revoke grant", body)
 }
 
 // === live tail ===
@@ -694,7 +810,7 @@ pub(super) fn revoke_all_form(cur: &Current, t: &str, problem: Option<&str>) -> 
         (crumbs(&[("Tenants", Some("/console/".into())), (t, Some(format!("/console/t/{t}"))), ("Revoke all", None)]))
         h1 { "Incident: revoke every token of " code { (t) } }
         (tenant_nav(t, "Incident: revoke all"))
-        p.notice.bad { "Every token of this tenant that is not already revoked gets a tombstone. Every integration of the tenant stops working at once, on every instance. This cannot be undone." }
+        p.notice.bad { "Every grant and every token of this tenant that is not already revoked gets a tombstone. Every integration of the tenant stops working at once, on every instance. This cannot be undone." }
         @if let Some(p) = problem { p.notice.bad role="alert" { (p) } }
         form.confirm method="post" action=(format!("/console/t/{t}/revoke-all")) {
             (csrf_field(cur))
@@ -726,7 +842,11 @@ pub(super) fn result(cur: &Current, t: &str, id: Option<&TokenId>, action: &str,
                     "revoke" => { "Token " code.id { (id.map(|i| i.to_string()).unwrap_or_default()) } " is revoked." }
                     "unblock" => { "Token unblocked" @if v.get("was_quarantined") == Some(&Value::Bool(false)) { " (it was not quarantined)" } "." }
                     "rotate" => { "Token rotated; the old one is revoked." }
-                    _ => { "Revoked " (v.get("revoked").and_then(Value::as_u64).unwrap_or(0)) " token(s) of " code { (t) } "." }
+                    "revoke_grant" => { "Grant " code.id { (s(v, "grant_id")) } " is revoked (" (v.get("records_revoked").and_then(Value::as_u64).unwrap_or(0)) " record(s))." }
+                    _ => {
+                        "Revoked " (v.get("revoked").and_then(Value::as_u64).unwrap_or(0)) " token(s) and "
+                        (v.get("grants_revoked").and_then(Value::as_u64).unwrap_or(0)) " grant(s) of " code { (t) } "."
+                    }
                 }
             }
             @if let Some(part_a) = v.get("part_a").and_then(Value::as_str) {
