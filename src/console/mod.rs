@@ -465,59 +465,38 @@ fn rotate_body(f: &Form) -> Result<Zeroizing<Vec<u8>>, &'static str> {
     Ok(body)
 }
 
+/// Ids under `list[key]` whose `status` is not `revoked` (nor another dead state for grants).
+fn live_ids(listed: &Value, key: &str, id_key: &str, live: fn(&str) -> bool) -> Vec<TokenId> {
+    listed
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|v| live(v.get("status").and_then(Value::as_str).unwrap_or("")))
+        .filter_map(|v| v.get(id_key).and_then(Value::as_str).and_then(TokenId::parse))
+        .collect()
+}
+
 /// Incident action: revoke every live grant of tenant `t` (`revoke_grant`: all its access and
-/// refresh records) and every other live token (`revoke`), through the API's own methods.
+/// refresh records), then every other live token (`revoke`), through the API's own methods.
 async fn revoke_all(state: &AdminState, caller: &AdminToken, t: &str) -> Reply {
-    let Reply(status, listed) = state.list_grants(t).await;
+    let Reply(status, grants) = state.list_grants(t).await;
     if !status.is_success() {
-        return Reply(status, listed);
+        return Reply(status, grants);
     }
-    let (mut grants, mut failed) = (0u64, 0u64);
-    for g in listed.get("grants").and_then(Value::as_array).into_iter().flatten() {
-        if g.get("status").and_then(Value::as_str) != Some("active") {
-            continue;
-        }
-        let Some(id) = g.get("grant_id").and_then(Value::as_str).and_then(TokenId::parse) else {
-            continue;
-        };
+    let (mut revoked_grants, mut revoked, mut failed) = (0u64, 0u64, 0u64);
+    for id in live_ids(&grants, "grants", "grant_id", |s| s == "active") {
         match state.revoke_grant(caller, t, &id).await {
-            Reply(s, _) if s.is_success() => grants += 1,
+            Reply(s, _) if s.is_success() => revoked_grants += 1,
             _ => failed += 1,
         }
     }
-    let Reply(status, tokens) = revoke_tokens(state, caller, t).await;
-    let revoked = tokens.get("revoked").and_then(Value::as_u64).unwrap_or(0);
-    failed += tokens.get("failed").and_then(Value::as_u64).unwrap_or(0);
-    let status = if failed == 0 && status.is_success() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    Reply(
-        status,
-        json!({"tenant": t, "revoked": revoked, "grants_revoked": grants, "failed": failed}),
-    )
-}
-
-/// Every token of `t` not yet revoked, one `revoke` each.
-async fn revoke_tokens(state: &AdminState, caller: &AdminToken, t: &str) -> Reply {
-    let Reply(status, listed) = state.list(t).await;
+    // Listed after the grants: their records are tombstones by now.
+    let Reply(status, tokens) = state.list(t).await;
     if !status.is_success() {
-        return Reply(status, listed);
+        return Reply(status, tokens);
     }
-    let (mut revoked, mut failed) = (0u64, 0u64);
-    let tokens = listed
-        .get("tokens")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for tok in &tokens {
-        if tok.get("status").and_then(Value::as_str) == Some("revoked") {
-            continue;
-        }
-        let Some(id) = tok.get("id").and_then(Value::as_str).and_then(TokenId::parse) else {
-            continue;
-        };
+    for id in live_ids(&tokens, "tokens", "id", |s| s != "revoked") {
         match state.revoke(caller, t, &id).await {
             Reply(s, _) if s.is_success() => revoked += 1,
             _ => failed += 1,
@@ -528,5 +507,8 @@ async fn revoke_tokens(state: &AdminState, caller: &AdminToken, t: &str) -> Repl
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    Reply(status, json!({"tenant": t, "revoked": revoked, "failed": failed}))
+    Reply(
+        status,
+        json!({"tenant": t, "revoked": revoked, "grants_revoked": revoked_grants, "failed": failed}),
+    )
 }

@@ -162,6 +162,20 @@ fn layout(cur: Option<&Current>, title: &str, body: Markup) -> String {
     .into_string()
 }
 
+/// A table head; a leading `#` marks a numeric (right-aligned) column.
+fn head_row(cols: &[&str]) -> Markup {
+    html! {
+        thead { tr {
+            @for c in cols {
+                @match c.strip_prefix('#') {
+                    Some(n) => { th.num scope="col" { (n) } }
+                    None => { th scope="col" { (c) } }
+                }
+            }
+        } }
+    }
+}
+
 fn csrf_field(cur: &Current) -> Markup {
     html! { input type="hidden" name="csrf" value=(cur.csrf); }
 }
@@ -603,16 +617,7 @@ pub(super) async fn grants(state: &AdminState, cur: &Current, t: &str) -> Page {
         p.muted { "One grant per OAuth authorization; revoking it revokes every access and refresh token it produced." }
         div.scroll tabindex="0" role="region" aria-label="Grants table" {
             table.data #grants {
-                thead { tr {
-                    th scope="col" { "Grant" }
-                    th scope="col" { "Status" }
-                    th scope="col" { "Grant type" }
-                    th scope="col" { "Client" }
-                    th scope="col" { "Created" }
-                    th scope="col" { "Last refresh" }
-                    th.num scope="col" { "Refreshes" }
-                    th.num scope="col" { "Live records" }
-                } }
+                (head_row(&["Grant", "Status", "Grant type", "Client", "Created", "Last refresh", "#Refreshes", "#Live records"]))
                 tbody {
                     @for g in &list {
                         @let id = s(g, "grant_id");
@@ -661,10 +666,7 @@ pub(super) async fn grant(state: &AdminState, cur: &Current, t: &str, g: &TokenI
         h2 { "Access and refresh records" }
         div.scroll tabindex="0" role="region" aria-label="Records of the grant" {
             table.data {
-                thead { tr {
-                    th scope="col" { "Token" } th scope="col" { "Kind" } th scope="col" { "Status" }
-                    th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { "Last used" }
-                } }
+                (head_row(&["Token", "Kind", "Status", "Created", "Expires", "Last used"]))
                 tbody {
                     @for r in &records {
                         tr {
@@ -734,16 +736,7 @@ pub(super) fn audit(cur: &Current, entries: &[AuditEntry]) -> String {
             " Also at " code { "GET /v1/audit" } " and in the process log (target " code { "tessera::audit" } ")." }
         div.scroll tabindex="0" role="region" aria-label="Audit log" {
             table.data #audit {
-                thead { tr {
-                    th scope="col" { "When (UTC)" }
-                    th scope="col" { "Who" }
-                    th scope="col" { "Via" }
-                    th scope="col" { "Action" }
-                    th scope="col" { "Tenant" }
-                    th scope="col" { "Target" }
-                    th.num scope="col" { "Result" }
-                    th scope="col" { "Detail" }
-                } }
+                (head_row(&["When (UTC)", "Who", "Via", "Action", "Tenant", "Target", "#Result", "Detail"]))
                 tbody {
                     @for e in entries {
                         tr {
