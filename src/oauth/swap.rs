@@ -77,9 +77,7 @@ impl OAuth {
             .map(|c| crate::session_log::scrub_part_a(&c).into_owned());
         let now = crate::clock::unix_secs();
         let presented = if grant_type == "refresh_token" {
-            let p = self.open_refresh(call, &form, now).await?;
-            audit.used = Some(p.id.to_string());
-            audit.grant_id = Some(p.grant.to_string());
+            let p = self.open_refresh(call, &form, now, audit).await?;
             form.set("refresh_token", &p.real);
             Some(p)
         } else {
@@ -263,8 +261,16 @@ impl OAuth {
 
     /// Open the refresh Part A of a `grant_type=refresh_token` request. Every refusal is the
     /// same `400 invalid_grant` (no upstream call); the reason goes to the debug log with the
-    /// token id only.
-    async fn open_refresh(&self, call: &Call<'_>, form: &form::Form, now: i64) -> Result<Presented, Refused> {
+    /// token id only. The audit gets the presented token id as soon as the Part A is this
+    /// tenant's, and its grant once known, refused or not: a rotated-out or revoked refresh
+    /// token presented again is what a stolen one looks like.
+    async fn open_refresh(
+        &self,
+        call: &Call<'_>,
+        form: &form::Form,
+        now: i64,
+        audit: &mut OAuthAudit,
+    ) -> Result<Presented, Refused> {
         let tid = &call.tenant.id;
         let invalid = |why: &str, id: Option<&TokenId>| {
             match id {
@@ -286,6 +292,7 @@ impl OAuth {
         if part_a.tenant_tag != call.tenant.tag {
             return Err(invalid("Part A of another tenant", Some(&part_a.id)));
         }
+        audit.used = Some(part_a.id.to_string());
         if (call.quarantined)(&part_a.id) {
             return Err(invalid("quarantined", Some(&part_a.id)));
         }
@@ -294,6 +301,10 @@ impl OAuth {
             Ok(None) => return Err(invalid("unknown token id", Some(&part_a.id))),
             Err(e) => return Err(store_refused(tid, &e)),
         };
+        // A tombstone (rotated out, revoked) still names its grant; `open_token` refuses it.
+        if let Some(t) = token::tombstone_info(&record) {
+            audit.grant_id = t.grant.map(|g| g.to_string());
+        }
         let (real, meta) = token::open_token(call.keyring, tid, &part_a, &record, now)
             .map_err(|e| invalid(&e.to_string(), Some(&part_a.id)))?;
         if meta.kind != TokenKind::Refresh {
@@ -302,6 +313,7 @@ impl OAuth {
         let Some(grant) = meta.grant_id.as_deref().and_then(TokenId::parse) else {
             return Err(invalid("no grant", Some(&part_a.id)));
         };
+        audit.grant_id = Some(grant.to_string());
         match grants::lookup(call.store, tid, &grant).await {
             Ok(Lookup::Live(..)) => {}
             Ok(Lookup::Gone) => return Err(invalid("grant revoked", Some(&part_a.id))),
