@@ -29,13 +29,13 @@ const ALL_HOSTS: [&str; 4] = [API_HOST, OAUTH_HOST, GLOBEX_API, GLOBEX_OAUTH];
 const METRIC: &str = "tessera_oauth_token_responses_total";
 
 /// A tenant whose API is the provider's resource server and whose OAuth hostname fronts the
-/// provider itself; the certificate covers both hostnames.
-fn oauth_tenant(id: &str, api_host: &str, oauth_host: &str, p: &OidcProvider) -> TenantSpec {
+/// provider itself; the certificate covers both hostnames. `extra`: more `oauth:` lines.
+fn oauth_tenant(id: &str, api_host: &str, oauth_host: &str, p: &OidcProvider, extra: &str) -> TenantSpec {
     let mut t = TenantSpec::new(id, &[api_host], "127.0.0.1:9".parse().unwrap());
     t.upstream = p.api.clone();
     t.cert_names = Some(vec![api_host.to_string(), oauth_host.to_string()]);
     t.extra(&format!(
-        "    oauth:\n      hostnames: [\"{oauth_host}\"]\n      upstream: \"{}\"\n      token_path: /token\n      revocation_path: /token/revocation\n      discovery: true\n",
+        "    oauth:\n      hostnames: [\"{oauth_host}\"]\n      upstream: \"{}\"\n      token_path: /token\n      revocation_path: /token/revocation\n      discovery: true\n{extra}",
         p.issuer
     ))
 }
@@ -55,10 +55,15 @@ impl Env {
     }
 
     fn with_provider(p: OidcProvider, n: usize) -> Env {
+        Self::with_config(p, n, "")
+    }
+
+    /// `acme_oauth`: more lines for acme's `oauth:` section (6 spaces indent).
+    fn with_config(p: OidcProvider, n: usize, acme_oauth: &str) -> Env {
         let redis = Redis::start();
         let mut setup = Setup::new(vec![
-            oauth_tenant("acme", API_HOST, OAUTH_HOST, &p),
-            oauth_tenant("globex", GLOBEX_API, GLOBEX_OAUTH, &p),
+            oauth_tenant("acme", API_HOST, OAUTH_HOST, &p, acme_oauth),
+            oauth_tenant("globex", GLOBEX_API, GLOBEX_OAUTH, &p, ""),
         ]);
         setup.redis_store(&redis, "");
         let instances: Vec<Tessera> = (0..n).map(|i| setup.start(&format!("oauth{i}"))).collect();
@@ -288,9 +293,20 @@ fn code_flow_through_the_vanity_hostname_hands_out_only_part_a() {
     let (status, refused) = env.api(0, refresh_a);
     assert_eq!(status, 401, "{refused}");
     assert_eq!(env.api(0, &real_access).0, 401);
+    // On the OAuth hostname no Part A is required, but one sent anyway is swapped: the
+    // provider's userinfo endpoint answers for the real token behind the access Part A.
+    let userinfo_url = format!("{}/me", env.origin(0, OAUTH_HOST));
+    let (status, userinfo) = bearer_get(&env.client(0), &userinfo_url, Some(access_a));
+    assert_eq!((status, &userinfo["sub"]), (200, &Value::from(USER)), "{userinfo}");
+    assert_eq!(bearer_get(&env.client(0), &userinfo_url, Some(refresh_a)).0, 401);
 
     // No real token in anything the integration received.
-    for text in [answer.to_string(), body.to_string(), refused.to_string()] {
+    for text in [
+        answer.to_string(),
+        body.to_string(),
+        refused.to_string(),
+        userinfo.to_string(),
+    ] {
         for real in [&real_access, &real_refresh] {
             assert!(
                 !text.contains(real.as_str()),
@@ -346,6 +362,39 @@ fn code_flow_through_the_vanity_hostname_hands_out_only_part_a() {
     // The other tenant sees nothing of it.
     let (_, other) = env.t().admin_call("GET", "/v1/tenants/globex/grants", None);
     assert_eq!(other["grants"], Value::Array(vec![]), "{other}");
+
+    // A minted token lists as such, without a grant.
+    let (minted_id, _) = env.t().mint("acme", "an-upstream-token-minted-by-hand");
+    let minted = token_list(env.t(), "acme")
+        .into_iter()
+        .find(|t| t["id"] == minted_id.as_str())
+        .unwrap();
+    assert_eq!(
+        (&minted["kind"], &minted["grant_id"]),
+        (&Value::from("minted"), &Value::Null)
+    );
+
+    // The refresh Part A on the API was refused as `wrong_kind`.
+    let refresh_id = id_of(refresh_a);
+    let mut record = Value::Null;
+    eventually(Duration::from_secs(5), || {
+        let path = format!("/v1/tenants/acme/sessions?token_id={refresh_id}");
+        let (_, v) = env.t().admin_call("GET", &path, None);
+        record = v["records"]
+            .as_array()
+            .and_then(|r| {
+                r.iter()
+                    .find(|r| r["host"].as_str().is_some_and(|h| h.starts_with(API_HOST)))
+            })
+            .cloned()
+            .unwrap_or(Value::Null);
+        !record.is_null()
+    });
+    assert_eq!(
+        (&record["status"], &record["verify"]),
+        (&Value::from(401), &Value::from("wrong_kind")),
+        "{record}"
+    );
 
     assert_eq!(env.metric("authorization_code", "ok"), 1.0);
 }
@@ -869,8 +918,19 @@ fn client_credentials_through_tessera() {
         ("client_id", SERVICE.id),
         ("client_secret", SERVICE.secret),
     ];
-    let (status, t) = env.token(0, OAUTH_HOST, &form, None);
-    assert_eq!(status, 200, "{t}");
+    let resp = env
+        .client(0)
+        .post(format!("{}/token", env.origin(0, OAUTH_HOST)))
+        .form(&form)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let t: Value = resp.json().unwrap();
     let access_a = part_a(&t, "access_token");
     assert!(t.get("refresh_token").is_none(), "{t}");
     assert!(t["expires_in"].as_u64().is_some_and(|e| e > 0 && e <= 600), "{t}");
@@ -1059,4 +1119,133 @@ fn oauth_flow_is_audited_and_no_secret_reaches_logs_sessions_or_metrics() {
             assert!(!text.contains(secret), "secret material in {place}");
         }
     }
+}
+
+#[test]
+fn one_keep_alive_connection_carries_a_whole_integration_session_over_h1_and_h2() {
+    let env = Env::start(1);
+    let (_, answer) = env.code_flow(INTEGRATION_STATIC);
+    let refresh_a = part_a(&answer, "refresh_token").to_string();
+    let port = env.t().ports.https;
+    for http2 in [false, true] {
+        // One client (one pooled connection) for every call, as an integration would.
+        let c = client_for(&env.setup.ca_pem, port, &ALL_HOSTS, http2);
+        let token_url = format!("{}/token", env.origin(0, OAUTH_HOST));
+        let api_url = format!("{}/v1/things", env.origin(0, API_HOST));
+        for round in 0..3 {
+            let (status, t) = token_request(
+                &c,
+                &token_url,
+                &[("grant_type", "refresh_token"), ("refresh_token", &refresh_a)],
+                INTEGRATION_STATIC.basic(),
+            );
+            assert_eq!(status, 200, "h2={http2} round {round}: {t}");
+            assert_eq!(s(&t, "refresh_token"), refresh_a);
+            let access_a = part_a(&t, "access_token");
+            // A refused token request whose body Tessera never reads (not a form).
+            let resp = c
+                .post(&token_url)
+                .header("content-type", "application/json")
+                .body(r#"{"grant_type":"refresh_token","padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#)
+                .send()
+                .unwrap();
+            assert_eq!(resp.status(), 400, "h2={http2}");
+            let _ = resp.text();
+            assert_oauth_error(
+                &token_request(
+                    &c,
+                    &token_url,
+                    &[("grant_type", "refresh_token"), ("refresh_token", "garbage")],
+                    INTEGRATION_STATIC.basic(),
+                ),
+                400,
+                "invalid_grant",
+            );
+            let (status, body) = bearer_get(&c, &api_url, Some(access_a));
+            assert_eq!(status, 200, "h2={http2} round {round}: {body}");
+        }
+    }
+}
+
+#[test]
+fn refresh_records_end_at_refresh_token_ttl() {
+    let env = Env::with_config(OidcProvider::start(), 1, "      refresh_token_ttl: 1s\n");
+    let (_, answer) = env.code_flow(INTEGRATION_STATIC);
+    let refresh_a = part_a(&answer, "refresh_token");
+    let real_refresh = env.real("acme", refresh_a);
+    assert!(
+        entry_of(env.t(), "acme", refresh_a)["expires_at"].is_string(),
+        "refresh_token_ttl caps the refresh record"
+    );
+    // Past refresh_token_ttl Tessera refuses the refresh Part A (the provider would not).
+    std::thread::sleep(Duration::from_millis(2100));
+    let before = hits(&env.p);
+    assert_oauth_error(
+        &env.refresh(0, OAUTH_HOST, INTEGRATION_STATIC, refresh_a),
+        400,
+        "invalid_grant",
+    );
+    assert_eq!(hits(&env.p).token, before.token);
+    assert!(is_active(&env.p, &real_refresh));
+    assert_eq!(entry_of(env.t(), "acme", refresh_a)["status"], "expired");
+}
+
+#[test]
+fn a_grant_revoke_racing_refreshes_leaves_no_live_record() {
+    let env = Env::start(2);
+    let (_, answer) = env.code_flow(INTEGRATION_STATIC);
+    let refresh_a = part_a(&answer, "refresh_token");
+    let grant_id = s(&entry_of(env.t(), "acme", refresh_a), "grant_id").to_string();
+    let mut issued = vec![part_a(&answer, "access_token").to_string()];
+    std::thread::scope(|scope| {
+        // Two integrations' workers refreshing the same grant on two instances until refused.
+        let workers: Vec<_> = (0..2)
+            .map(|i| {
+                let env = &env;
+                scope.spawn(move || {
+                    let mut mine = vec![];
+                    for _ in 0..200 {
+                        let (status, t) = env.refresh(i, OAUTH_HOST, INTEGRATION_STATIC, refresh_a);
+                        if status != 200 {
+                            assert_oauth_error(&(status, t), 400, "invalid_grant");
+                            return mine;
+                        }
+                        mine.push(part_a(&t, "access_token").to_string());
+                    }
+                    panic!("instance {i}: the grant was never refused");
+                })
+            })
+            .collect();
+        // Revoke while they run (after a few refreshes went through).
+        let going = eventually(Duration::from_secs(10), || {
+            let (_, g) = env
+                .t()
+                .admin_call("GET", &format!("/v1/tenants/acme/grants/{grant_id}"), None);
+            g["refreshes"].as_u64().unwrap_or(0) >= 4
+        });
+        assert!(going.is_some(), "refreshes did not start");
+        let (status, v) = env
+            .t()
+            .admin_call("DELETE", &format!("/v1/tenants/acme/grants/{grant_id}"), None);
+        assert_eq!(status, 200, "{v}");
+        for w in workers {
+            issued.extend(w.join().unwrap());
+        }
+    });
+    assert!(issued.len() > 4);
+    // Every access Part A the grant ever issued is refused, on both instances.
+    for i in 0..2 {
+        for a in &issued {
+            let refused = eventually(Duration::from_secs(2), || env.api(i, a).0 == 401);
+            assert!(
+                refused.is_some(),
+                "instance {i}: an access Part A outlived its grant's revoke"
+            );
+        }
+    }
+    let live: Vec<Value> = token_list(env.t(), "acme")
+        .into_iter()
+        .filter(|t| t["status"] == "active")
+        .collect();
+    assert!(live.is_empty(), "records still active after the grant revoke: {live:?}");
 }
