@@ -149,7 +149,12 @@ pub async fn describe(
         "last_refresh_at": rfc(meta.last_refresh_at),
         "refreshes": meta.refreshes,
         "revoked_at": rfc(meta.revoked_at),
-        "live_records": meta.members.iter().filter(|m| m.expires_at.is_none_or(|e| e > now)).count(),
+        // A revoked grant keeps its member list (what it held), but none of them is live.
+        "live_records": if meta.revoked_at.is_some() {
+            0
+        } else {
+            meta.members.iter().filter(|m| m.expires_at.is_none_or(|e| e > now)).count()
+        },
     });
     if records {
         let mut out = Vec::with_capacity(meta.members.len());
