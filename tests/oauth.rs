@@ -27,18 +27,13 @@ const GLOBEX_API: &str = "api.globex.test";
 const GLOBEX_OAUTH: &str = "oauth.globex.test";
 const ALL_HOSTS: [&str; 4] = [API_HOST, OAUTH_HOST, GLOBEX_API, GLOBEX_OAUTH];
 const METRIC: &str = "tessera_oauth_token_responses_total";
-
-/// A tenant whose API is the provider's resource server and whose OAuth hostname fronts the
-/// provider itself; the certificate covers both hostnames. `extra`: more `oauth:` lines.
-fn oauth_tenant(id: &str, api_host: &str, oauth_host: &str, p: &OidcProvider, extra: &str) -> TenantSpec {
-    let mut t = TenantSpec::new(id, &[api_host], "127.0.0.1:9".parse().unwrap());
-    t.upstream = p.api.clone();
-    t.cert_names = Some(vec![api_host.to_string(), oauth_host.to_string()]);
-    t.extra(&format!(
-        "    oauth:\n      hostnames: [\"{oauth_host}\"]\n      upstream: \"{}\"\n      token_path: /token\n      revocation_path: /token/revocation\n      discovery: true\n{extra}",
-        p.issuer
-    ))
-}
+/// Client credentials for the `service` client (`client_secret_post`).
+const CC_FORM: [(&str, &str); 4] = [
+    ("grant_type", "client_credentials"),
+    ("scope", "api"),
+    ("client_id", SERVICE.id),
+    ("client_secret", SERVICE.secret),
+];
 
 /// One provider, one Redis, tenants `acme` and `globex` (both on the provider), N instances.
 struct Env {
@@ -60,13 +55,20 @@ impl Env {
 
     /// `acme_oauth`: more lines for acme's `oauth:` section (6 spaces indent).
     fn with_config(p: OidcProvider, n: usize, acme_oauth: &str) -> Env {
+        Self::with_env(p, n, acme_oauth, &[])
+    }
+
+    /// ... and `env` for the instances (e.g. `RUST_LOG`).
+    fn with_env(p: OidcProvider, n: usize, acme_oauth: &str, env: &[(&str, &str)]) -> Env {
         let redis = Redis::start();
         let mut setup = Setup::new(vec![
             oauth_tenant("acme", API_HOST, OAUTH_HOST, &p, acme_oauth),
             oauth_tenant("globex", GLOBEX_API, GLOBEX_OAUTH, &p, ""),
         ]);
         setup.redis_store(&redis, "");
-        let instances: Vec<Tessera> = (0..n).map(|i| setup.start(&format!("oauth{i}"))).collect();
+        let instances: Vec<Tessera> = (0..n)
+            .map(|i| setup.start_with_env(&format!("oauth{i}"), env))
+            .collect();
         for t in &instances {
             t.wait_ready();
         }
@@ -566,6 +568,7 @@ fn grant_revoke_is_refused_by_three_instances_sharing_redis_and_the_cli_drives_i
     assert!(ok);
     let shown: Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["status"], "revoked", "{shown}");
+    assert_eq!(shown["live_records"], 0, "{shown}");
     assert!(
         shown["records"]
             .as_array()
@@ -809,12 +812,7 @@ fn discovery_points_clients_at_the_vanity_hostname() {
     // A client configured by discovery goes through Tessera: client credentials at the
     // discovered token endpoint get a Part A.
     let before = hits(&env.p);
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("scope", "api"),
-        ("client_id", SERVICE.id),
-        ("client_secret", SERVICE.secret),
-    ];
+    let form = CC_FORM;
     let (status, t) = token_request(&c, s(&doc, "token_endpoint"), &form, None);
     assert_eq!(status, 200, "{t}");
     part_a(&t, "access_token");
@@ -912,12 +910,7 @@ fn another_tenants_hostname_leaves_the_grant_alone() {
 #[test]
 fn client_credentials_through_tessera() {
     let env = Env::start(1);
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("scope", "api"),
-        ("client_id", SERVICE.id),
-        ("client_secret", SERVICE.secret),
-    ];
+    let form = CC_FORM;
     let resp = env
         .client(0)
         .post(format!("{}/token", env.origin(0, OAUTH_HOST)))
@@ -980,7 +973,9 @@ fn client_credentials_through_tessera() {
 
 #[test]
 fn oauth_flow_is_audited_and_no_secret_reaches_logs_sessions_or_metrics() {
-    let env = Env::start(1);
+    // The most verbose logging (Pingora's own included), as in tests/tokens.rs
+    // `secrets_never_logged`.
+    let mut env = Env::with_env(OidcProvider::start(), 1, "", &[("RUST_LOG", "trace")]);
     let (code, first) = env.code_flow(INTEGRATION);
     let access_a = part_a(&first, "access_token").to_string();
     let refresh_a = part_a(&first, "refresh_token").to_string();
@@ -998,20 +993,18 @@ fn oauth_flow_is_audited_and_no_secret_reaches_logs_sessions_or_metrics() {
         400,
         "invalid_grant",
     );
-    let (status, cc) = env.token(
-        0,
-        OAUTH_HOST,
-        &[
-            ("grant_type", "client_credentials"),
-            ("scope", "api"),
-            ("client_id", SERVICE.id),
-            ("client_secret", SERVICE.secret),
-        ],
-        None,
-    );
+    let (status, cc) = env.token(0, OAUTH_HOST, &CC_FORM, None);
     assert_eq!(status, 200, "{cc}");
     let cc_a = part_a(&cc, "access_token").to_string();
     let real_cc = env.real("acme", &cc_a);
+    // The same over HTTP/2, and a userinfo call with the access Part A on the OAuth hostname.
+    let h2 = client_for(&env.setup.ca_pem, env.t().ports.https, &ALL_HOSTS, true);
+    let (status, cc2) = token_request(&h2, &format!("{}/token", env.origin(0, OAUTH_HOST)), &CC_FORM, None);
+    assert_eq!(status, 200, "{cc2}");
+    let cc2_a = part_a(&cc2, "access_token").to_string();
+    let real_cc2 = env.real("acme", &cc2_a);
+    let userinfo = format!("{}/me", env.origin(0, OAUTH_HOST));
+    assert_eq!(bearer_get(&h2, &userinfo, Some(&access2_a)).0, 200);
     assert_eq!(env.revoke(&access2_a, INTEGRATION).0, 200);
 
     // The session records of the token and revocation calls carry the audit fields.
@@ -1068,11 +1061,11 @@ fn oauth_flow_is_audited_and_no_secret_reaches_logs_sessions_or_metrics() {
         ("authorization_code", "ok"),
         ("refresh_token", "ok"),
         ("refresh_token", "invalid_grant"),
-        ("client_credentials", "ok"),
         ("revocation", "revoked"),
     ] {
         assert_eq!(env.metric(grant_type, result), 1.0, "{grant_type}/{result}");
     }
+    assert_eq!(env.metric("client_credentials", "ok"), 2.0);
 
     // No code, verifier, client secret, real token or Part A anywhere Tessera writes.
     use base64::Engine as _;
@@ -1088,6 +1081,8 @@ fn oauth_flow_is_audited_and_no_secret_reaches_logs_sessions_or_metrics() {
         &real_access2,
         &real_refresh2,
         &real_cc,
+        &real_cc2,
+        &cc2_a,
         &access_a,
         &refresh_a,
         &access2_a,
@@ -1095,13 +1090,6 @@ fn oauth_flow_is_audited_and_no_secret_reaches_logs_sessions_or_metrics() {
         &cc_a,
     ];
     let t = env.t();
-    // Let the session writer and the logger flush.
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        t.log_text().contains("oauth grant="),
-        "the log says what happened (by id)"
-    );
-    assert_not_in_files(&[t.log.as_path(), t.sessions.as_path()], &secrets);
     let (_, api_records) = t.admin_call("GET", "/v1/tenants/acme/sessions?limit=1000", None);
     let metrics = t.metrics();
     assert!(metrics.contains(METRIC));
@@ -1119,6 +1107,16 @@ fn oauth_flow_is_audited_and_no_secret_reaches_logs_sessions_or_metrics() {
             assert!(!text.contains(secret), "secret material in {place}");
         }
     }
+    // Stop the instance (flushes its logs), then search every byte it wrote.
+    let t = &mut env.instances[0];
+    assert!(t.terminate(), "tessera did not stop cleanly");
+    let log = t.log_text();
+    assert!(log.contains("oauth grant="), "the log says what happened (by id)");
+    assert!(
+        log.contains("oauth refresh refused"),
+        "debug logging was on (the refused refresh, by token id)"
+    );
+    assert_not_in_files(&[t.log.as_path(), t.sessions.as_path()], &secrets);
 }
 
 #[test]

@@ -210,6 +210,20 @@ impl Drop for OidcProvider {
     }
 }
 
+/// A tenant whose API (`api_host`) is `p`'s resource server and whose OAuth hostname
+/// (`oauth_host`) fronts `p` itself, as Tessera's OAuth tests and benches configure it (token
+/// and revocation paths of oidc-provider, discovery on); the certificate covers both hostnames.
+/// `extra`: more lines for the `oauth:` section (6 spaces indent).
+pub fn oauth_tenant(id: &str, api_host: &str, oauth_host: &str, p: &OidcProvider, extra: &str) -> super::TenantSpec {
+    let mut t = super::TenantSpec::new(id, &[api_host], "127.0.0.1:9".parse().unwrap());
+    t.upstream = p.api.clone();
+    t.cert_names = Some(vec![api_host.to_string(), oauth_host.to_string()]);
+    t.extra(&format!(
+        "    oauth:\n      hostnames: [\"{oauth_host}\"]\n      upstream: \"{}\"\n      token_path: /token\n      revocation_path: /token/revocation\n      discovery: true\n{extra}",
+        p.issuer
+    ))
+}
+
 /// A client for [`authorize`]: keeps cookies, follows no redirect (the helper does, so it can
 /// stop at the redirect URI). Add `.resolve(…)` and the test CA for Tessera's vanity hostname.
 pub fn browser_builder() -> reqwest::blocking::ClientBuilder {
