@@ -713,6 +713,15 @@ fn a_real_refresh_token_sent_to_tessera_never_reaches_the_provider() {
         400,
         "invalid_request",
     );
+    // The access Part A, or a minted one, is no refresh token.
+    let (_, minted) = env.t().mint("acme", "a-hand-minted-upstream-token");
+    for not_refresh in [part_a(&answer, "access_token"), minted.as_str()] {
+        assert_oauth_error(
+            &env.refresh(0, OAUTH_HOST, INTEGRATION_STATIC, not_refresh),
+            400,
+            "invalid_grant",
+        );
+    }
     // At the revocation endpoint it is no Part A: 200 and nothing forwarded.
     assert_eq!(env.revoke(&real_refresh, INTEGRATION_STATIC).0, 200);
     // On the API hostname a real access token is no credential.
@@ -724,7 +733,7 @@ fn a_real_refresh_token_sent_to_tessera_never_reaches_the_provider() {
         "nothing reached the provider's token or revocation endpoint"
     );
     assert!(is_active(&env.p, &real_refresh), "the grant is untouched upstream");
-    assert_eq!(env.metric("refresh_token", "invalid_grant"), 3.0);
+    assert_eq!(env.metric("refresh_token", "invalid_grant"), 5.0);
 }
 
 #[test]
@@ -808,6 +817,21 @@ fn discovery_points_clients_at_the_vanity_hostname() {
         .json()
         .unwrap();
     assert_eq!(direct["token_endpoint"], env.p.token_url());
+    // RFC 8414's document too.
+    let rfc8414: Value = c
+        .get(format!("{vanity}/.well-known/oauth-authorization-server"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(rfc8414["issuer"], env.p.issuer.as_str());
+    assert_eq!(rfc8414["token_endpoint"], format!("{vanity}/token"));
+    // A metadata document the server does not have: its answer, untouched.
+    let resp = c
+        .get(format!("{vanity}/.well-known/oauth-authorization-server/acme"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 404);
 
     // A client configured by discovery goes through Tessera: client credentials at the
     // discovered token endpoint get a Part A.
@@ -1149,6 +1173,18 @@ fn one_keep_alive_connection_carries_a_whole_integration_session_over_h1_and_h2(
                 .unwrap();
             assert_eq!(resp.status(), 400, "h2={http2}");
             let _ = resp.text();
+            // A form over the 64 KiB cap, refused before it is all read.
+            let big = "x".repeat(70 * 1024);
+            assert_oauth_error(
+                &token_request(
+                    &c,
+                    &token_url,
+                    &[("grant_type", "refresh_token"), ("refresh_token", &big)],
+                    INTEGRATION_STATIC.basic(),
+                ),
+                400,
+                "invalid_request",
+            );
             assert_oauth_error(
                 &token_request(
                     &c,
