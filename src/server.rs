@@ -1,8 +1,8 @@
 //! `tessera serve`: build every service from a validated `Config` and run Pingora.
 //!
 //! Services: the proxy (HTTPS listener, optional plaintext listener), the admin API, the
-//! metrics endpoint, and background services (certificate/keyring reloader, Redis tracker,
-//! session log writer, anomaly score sweeper).
+//! metrics endpoint, and background services (certificate/keyring/config reloaders, Redis
+//! tracker, session log writer, anomaly score sweeper).
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -24,7 +24,7 @@ use crate::fragments::{EmbeddedStore, FragmentStore, StoreError};
 use crate::metrics::{self, MetricsApp};
 use crate::proxy::{HandshakeHook, Proxy};
 use crate::session_log::{self, SessionStore};
-use crate::tenants::{TenantError, TenantTable};
+use crate::tenants::{TenantError, Tenants};
 use crate::tls::CertStore;
 use crate::token::{Keyring, KeyringError};
 use crate::watch::FileStamp;
@@ -118,7 +118,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     metrics::global().set_tenant_label_cap(cfg.metrics.tenant_label_cap);
     let keyring = Arc::new(ArcSwap::from_pointee(load_keyring(&cfg.keys)?));
     crate::token::prepare_refusal_decoy();
-    let tenants = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream, &cfg.strip_headers)?);
+    let tenants = Tenants::new(&cfg.tenants, &cfg.upstream, &cfg.strip_headers)?;
 
     let mut server = pingora_server(&cfg, &opts);
     // With --upgrade this blocks until the old process hands its listeners over (SIGQUIT).
@@ -127,11 +127,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let (store, redis) = open_store(&cfg, &opts, &server)?;
     let (certs, tls) = tls_settings(&cfg, &tenants)?;
 
-    let sessions_store = SessionStore::new(
-        cfg.session_log.clone(),
-        redis.clone(),
-        cfg.tenants.iter().map(|t| t.id.clone()).collect(),
-    );
+    let sessions_store = SessionStore::new(cfg.session_log.clone(), redis.clone(), tenants.clone());
     let (sessions, writer) = session_log::channel(sessions_store.clone());
     let anomaly = Detector::new(tenants.clone());
 
@@ -175,7 +171,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         server.add_service(m);
     }
 
-    server.add_service(background_service("certificate reloader", ArcService(certs)));
+    server.add_service(background_service("certificate reloader", ArcService(certs.clone())));
     if let KeysConf::File(path) = &cfg.keys {
         server.add_service(background_service(
             "keyring reloader",
@@ -205,8 +201,18 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         cfg.listen.http,
         cfg.listen.admin,
         cfg.listen.metrics,
-        tenants.len()
+        tenants.load().len()
     );
+    let (path, interval) = (cfg.path.clone(), cfg.tls.reload_interval);
+    let runtime = crate::runtime::Runtime::new(cfg, tenants, certs);
+    server.add_service(background_service(
+        "config reloader",
+        crate::runtime::ConfigReloader {
+            runtime,
+            path,
+            interval,
+        },
+    ));
     server.run_forever();
 }
 
@@ -270,7 +276,7 @@ fn open_store(cfg: &Config, opts: &ServeOptions, server: &Server) -> Result<Open
 
 /// TLS for the HTTPS listener: certificates by SNI (hot-reloaded by the returned store), SNI
 /// captured for routing, h2 + h1 via ALPN.
-fn tls_settings(cfg: &Config, tenants: &Arc<TenantTable>) -> Result<(Arc<CertStore>, TlsSettings), ServeError> {
+fn tls_settings(cfg: &Config, tenants: &Arc<Tenants>) -> Result<(Arc<CertStore>, TlsSettings), ServeError> {
     let certs = CertStore::new(
         cfg.tenants.iter().map(|t| t.cert.clone()).collect(),
         cfg.tls.default_cert.clone(),

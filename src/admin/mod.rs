@@ -45,7 +45,7 @@ use crate::config::{AdminToken, Scope};
 use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
 use crate::session_log::SessionStore;
-use crate::tenants::TenantTable;
+use crate::tenants::Tenants;
 use crate::token::Keyring;
 pub use route::{Route, RouteError};
 
@@ -54,7 +54,7 @@ const MAX_BODY: usize = 64 * 1024;
 /// What the admin API works on.
 pub struct AdminState {
     pub tokens: Vec<AdminToken>,
-    pub tenants: Arc<TenantTable>,
+    pub tenants: Arc<Tenants>,
     pub store: Arc<dyn FragmentStore>,
     pub keyring: Arc<ArcSwap<Keyring>>,
     pub sessions: Arc<SessionStore>,
@@ -214,7 +214,7 @@ impl AdminState {
             return Some(forbidden());
         }
         match tenant {
-            Some(t) if self.tenants.by_id(t).is_none() => Some(err(
+            Some(t) if self.tenants.load().by_id(t).is_none() => Some(err(
                 StatusCode::NOT_FOUND,
                 "unknown_tenant",
                 format!("no tenant {t:?} in the configuration"),

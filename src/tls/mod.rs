@@ -228,6 +228,17 @@ impl CertStore {
         self.resolver.clone()
     }
 
+    /// Serve exactly `sources` (and `default`) from now on: the tenant set changed at runtime
+    /// (`crate::runtime`). The new map is swapped in whole; handshakes in progress finish on
+    /// the old one. Sources keep their own file stamps, so unchanged files are not re-read.
+    pub fn replace(&self, sources: Vec<CertSource>, default: Option<CertSource>) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.resolver
+            .table
+            .store(Arc::new(CertTable::build(&sources, default.as_ref())));
+        *st = ReloadState { sources, default };
+    }
+
     /// Check every pair once; reload those whose files changed. A pair that fails to load
     /// keeps serving the old certificate and is logged. Returns the number reloaded.
     pub fn reload_changed(&self) -> usize {
@@ -271,15 +282,9 @@ impl CertStore {
 #[async_trait]
 impl BackgroundService for CertStore {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => {
-                    self.reload_changed();
-                }
-            }
-        }
+        crate::watch::every(self.interval, &mut shutdown, || async {
+            self.reload_changed();
+        })
+        .await
     }
 }
