@@ -124,8 +124,20 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     // With --upgrade this blocks until the old process hands its listeners over (SIGQUIT).
     // The embedded store is opened afterwards: the old process releases the file right then.
     server.bootstrap();
-    let (store, redis) = open_store(&cfg, &opts, &server)?;
+    let (store, redis, tenant_store) = open_store(&cfg, &opts, &server)?;
     let (certs, tls) = tls_settings(&cfg, &tenants)?;
+    // Tenants at runtime: config reload and the tenants API. API tenants are loaded before
+    // serving; if the store does not answer yet, `TenantSync` loads them when it does.
+    let runtime = crate::runtime::Runtime::new(
+        cfg.clone(),
+        tenants.clone(),
+        certs.clone(),
+        keyring.clone(),
+        tenant_store,
+    );
+    if let Err(e) = client_runtime()?.block_on(runtime.sync()) {
+        log::warn!("API tenants not loaded at start ({e}); they will be when the store answers");
+    }
 
     let sessions_store = SessionStore::new(cfg.session_log.clone(), redis.clone(), tenants.clone());
     let (sessions, writer) = session_log::channel(sessions_store.clone());
@@ -160,6 +172,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
             keyring: keyring.clone(),
             sessions: sessions_store,
             anomaly: anomaly.clone(),
+            runtime: runtime.clone(),
         });
         let mut admin = Service::new("tessera admin".to_string(), AdminApp(state));
         admin.add_tcp(&addr.to_string());
@@ -184,6 +197,10 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     }
     if let Some(r) = &redis {
         server.add_service(background_service("redis tracker", r.tracker()));
+        server.add_service(background_service(
+            "tenant sync",
+            crate::runtime::TenantSync(runtime.clone()),
+        ));
     }
     server.add_service(background_service(
         "upstream DNS refresher",
@@ -204,7 +221,6 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         tenants.load().len()
     );
     let (path, interval) = (cfg.path.clone(), cfg.tls.reload_interval);
-    let runtime = crate::runtime::Runtime::new(cfg, tenants, certs);
     server.add_service(background_service(
         "config reloader",
         crate::runtime::ConfigReloader {
@@ -237,8 +253,13 @@ fn pingora_server(cfg: &Config, opts: &ServeOptions) -> Server {
     Server::new_with_opt_and_conf(opt, conf)
 }
 
-/// The store the proxy reads, and its Redis side when there is one (tracking, session streams).
-type OpenedStore = (Arc<dyn FragmentStore>, Option<Arc<RedisStore>>);
+/// The store the proxy reads, its Redis side when there is one (tracking, session streams),
+/// and where API tenants are kept (`runtime::store`).
+type OpenedStore = (
+    Arc<dyn FragmentStore>,
+    Option<Arc<RedisStore>>,
+    Box<dyn crate::runtime::store::TenantStore>,
+);
 
 /// Open the fragment store. The embedded store waits for an upgraded-from process to release
 /// its file and releases it in turn when a new process takes our listeners (SIGQUIT); the
@@ -263,13 +284,18 @@ fn open_store(cfg: &Config, opts: &ServeOptions, server: &Server) -> Result<Open
                     }
                 }
             });
-            Ok((e, None))
+            let tenants = Box::new(crate::runtime::store::EmbeddedTenants {
+                store: e.clone(),
+                lock: Default::default(),
+            });
+            Ok((e, None, tenants))
         }
         StoreConf::Redis(rc) => {
             let rt = client_runtime()?;
             let _guard = rt.enter();
             let r = RedisStore::new(rc.clone())?;
-            Ok((r.clone(), Some(r)))
+            let tenants = Box::new(crate::runtime::store::RedisTenants { redis: r.clone() });
+            Ok((r.clone(), Some(r), tenants))
         }
     }
 }

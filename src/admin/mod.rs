@@ -12,6 +12,13 @@
 //! GET    /v1/tenants/{t}/grants                     OAuth grants (token swap), newest first
 //! GET    /v1/tenants/{t}/grants/{g}                 one grant with its records and their state
 //! DELETE /v1/tenants/{t}/grants/{g}                 revoke every access and refresh record of the grant
+//! GET    /v1/tenants                                every tenant, YAML and API (operator)
+//! POST   /v1/tenants                                create: {id,hostnames,upstream,tls:{cert_pem,key_pem},…} → 201
+//! GET    /v1/tenants/{t}                            one tenant (no key material)
+//! PATCH  /v1/tenants/{t}                            JSON merge patch of an API tenant
+//! DELETE /v1/tenants/{t}                            remove an API tenant (its records are kept)
+//! POST   /v1/tenants/{t}/hostnames                  {hostname} added
+//! DELETE /v1/tenants/{t}/hostnames/{h}              hostname removed
 //! GET    /v1/keys                                   kids and record counts per kid (operator)
 //! POST   /v1/keys/rotate                            re-seal every record under the active kid (operator)
 //! ```
@@ -23,6 +30,7 @@
 mod grants;
 mod ops;
 mod route;
+mod tenants;
 mod tokens;
 
 pub(crate) use tokens::{parse_mint, parse_rotate};
@@ -59,6 +67,8 @@ pub struct AdminState {
     pub keyring: Arc<ArcSwap<Keyring>>,
     pub sessions: Arc<SessionStore>,
     pub anomaly: Arc<Detector>,
+    /// Tenants at runtime: the tenants API (`/v1/tenants…`).
+    pub runtime: Arc<crate::runtime::Runtime>,
 }
 
 /// The admin HTTP app.
@@ -178,6 +188,13 @@ impl AdminState {
             Route::RevokeGrant { tenant, id } => self.revoke_grant(caller, &tenant, &id).await,
             Route::Keys => self.keys().await,
             Route::RotateKeys => self.rotate_keys(caller).await,
+            Route::ListTenants
+            | Route::CreateTenant
+            | Route::ShowTenant { .. }
+            | Route::UpdateTenant { .. }
+            | Route::DeleteTenant { .. }
+            | Route::AddHostname { .. }
+            | Route::RemoveHostname { .. } => self.tenants_api(caller, route, &body).await,
             Route::Healthz | Route::Readyz => self.public(&route),
         }
     }

@@ -9,17 +9,59 @@ use crate::token::TokenId;
 pub enum Route {
     Healthz,
     Readyz,
-    MintToken { tenant: String },
-    ListTokens { tenant: String },
-    RevokeToken { tenant: String, id: TokenId },
-    RotateToken { tenant: String, id: TokenId },
-    UnblockToken { tenant: String, id: TokenId },
-    Sessions { tenant: String },
-    ListGrants { tenant: String },
-    ShowGrant { tenant: String, id: TokenId },
-    RevokeGrant { tenant: String, id: TokenId },
+    MintToken {
+        tenant: String,
+    },
+    ListTokens {
+        tenant: String,
+    },
+    RevokeToken {
+        tenant: String,
+        id: TokenId,
+    },
+    RotateToken {
+        tenant: String,
+        id: TokenId,
+    },
+    UnblockToken {
+        tenant: String,
+        id: TokenId,
+    },
+    Sessions {
+        tenant: String,
+    },
+    ListGrants {
+        tenant: String,
+    },
+    ShowGrant {
+        tenant: String,
+        id: TokenId,
+    },
+    RevokeGrant {
+        tenant: String,
+        id: TokenId,
+    },
     Keys,
     RotateKeys,
+    /// The tenants API (operator only; `crate::runtime`).
+    ListTenants,
+    CreateTenant,
+    ShowTenant {
+        id: String,
+    },
+    UpdateTenant {
+        id: String,
+    },
+    DeleteTenant {
+        id: String,
+    },
+    AddHostname {
+        id: String,
+    },
+    RemoveHostname {
+        id: String,
+        hostname: String,
+    },
 }
 
 /// Why a method + path is not a route.
@@ -64,6 +106,16 @@ impl Route {
                 tenant: t(tn),
                 id: id(g)?,
             },
+            ("GET", ["v1", "tenants"]) => Route::ListTenants,
+            ("POST", ["v1", "tenants"]) => Route::CreateTenant,
+            ("GET", ["v1", "tenants", tn]) => Route::ShowTenant { id: t(tn) },
+            ("PATCH", ["v1", "tenants", tn]) => Route::UpdateTenant { id: t(tn) },
+            ("DELETE", ["v1", "tenants", tn]) => Route::DeleteTenant { id: t(tn) },
+            ("POST", ["v1", "tenants", tn, "hostnames"]) => Route::AddHostname { id: t(tn) },
+            ("DELETE", ["v1", "tenants", tn, "hostnames", h]) => Route::RemoveHostname {
+                id: t(tn),
+                hostname: t(h),
+            },
             ("GET", ["v1", "keys"]) => Route::Keys,
             ("POST", ["v1", "keys", "rotate"]) => Route::RotateKeys,
             _ => return Err(RouteError::NotFound),
@@ -88,13 +140,31 @@ impl Route {
             | Route::ListGrants { tenant }
             | Route::ShowGrant { tenant, .. }
             | Route::RevokeGrant { tenant, .. } => Some(tenant),
-            Route::Healthz | Route::Readyz | Route::Keys | Route::RotateKeys => None,
+            // The tenants API is operator-only: no tenant-scoped caller reaches it.
+            Route::Healthz
+            | Route::Readyz
+            | Route::Keys
+            | Route::RotateKeys
+            | Route::ListTenants
+            | Route::CreateTenant
+            | Route::ShowTenant { .. }
+            | Route::UpdateTenant { .. }
+            | Route::DeleteTenant { .. }
+            | Route::AddHostname { .. }
+            | Route::RemoveHostname { .. } => None,
         }
     }
 
     /// Whether the call reads a JSON body.
     pub fn has_body(&self) -> bool {
-        matches!(self, Route::MintToken { .. } | Route::RotateToken { .. })
+        matches!(
+            self,
+            Route::MintToken { .. }
+                | Route::RotateToken { .. }
+                | Route::CreateTenant
+                | Route::UpdateTenant { .. }
+                | Route::AddHostname { .. }
+        )
     }
 }
 
@@ -156,5 +226,15 @@ mod tests {
         assert_eq!(r.tenant(), Some("globex"));
         assert!(!r.is_public() && !r.has_body());
         assert!(Route::Readyz.is_public());
+        let r = Route::parse(&Method::DELETE, "/v1/tenants/acme/hostnames/a.example").unwrap();
+        assert_eq!(
+            r,
+            Route::RemoveHostname {
+                id: "acme".into(),
+                hostname: "a.example".into()
+            }
+        );
+        assert_eq!(r.tenant(), None, "operator only");
+        assert!(Route::parse(&Method::PATCH, "/v1/tenants/acme").unwrap().has_body());
     }
 }

@@ -18,19 +18,41 @@
 //! - sections read only at start-up (`RESTART_ONLY`: listeners, threads, the store, keys,
 //!   admin tokens…) are compared with the running process; a difference is logged as
 //!   needing a restart and is not applied (the rest of the change is).
+//!
+//! Tenants created through the admin API (`api`, `store`, calls in `calls.rs`) are added on
+//! top of the YAML tenants, which stay the static base: an API tenant cannot take a YAML
+//! tenant's id or hostname (nor another API tenant's). A write goes to the store and is
+//! applied here at once; every other instance applies it within `SYNC_INTERVAL`
+//! (`TenantSync`: one `GET` of the global version per check, then only the tenants whose
+//! version changed).
 
+pub mod api;
+mod calls;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::{Config, ConfigError, TenantConf};
+use crate::config::{Config, ConfigError, Problem, TenantConf};
+use crate::fragments::StoreError;
 use crate::metrics;
 use crate::tenants::{Swap, TenantError, Tenants};
 use crate::tls::CertStore;
+use crate::token::Keyring;
 use crate::watch::FileStamp;
+use api::TenantDef;
+pub use calls::ApiError;
+use store::TenantStore;
+
+/// How often an instance checks the store for tenant changes made elsewhere.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Config sections read once at start-up: a change is logged as needing a restart.
 pub const RESTART_ONLY: &[&str] = &[
@@ -57,13 +79,16 @@ pub enum RuntimeError {
     /// A tenant could not be prepared (an upstream that does not resolve).
     #[error(transparent)]
     Tenant(#[from] TenantError),
+    /// The new YAML takes an id or hostname an API tenant holds.
+    #[error("config {path} collides with API tenants: {}", .problems.iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("; "))]
+    Conflict { path: String, problems: Vec<Problem> },
 }
 
 impl RuntimeError {
     /// The `result` label of `tessera_config_reloads_total`.
     pub fn label(&self) -> &'static str {
         match self {
-            RuntimeError::Invalid(_) => "invalid",
+            RuntimeError::Invalid(_) | RuntimeError::Conflict { .. } => "invalid",
             RuntimeError::Tenant(_) => "error",
         }
     }
@@ -89,15 +114,78 @@ fn restart_signature(c: &Config) -> Vec<(&'static str, String)> {
     v
 }
 
-/// What is in force: the YAML config the tenants came from.
+/// An API tenant in force.
+struct ApiTenant {
+    version: u64,
+    def: TenantDef,
+    conf: TenantConf,
+}
+
+/// What is in force: the YAML config and the API tenants.
 struct State {
     yaml: Config,
+    api: BTreeMap<String, ApiTenant>,
+    /// Global store version the API tenants were last synced at.
+    synced: u64,
+}
+
+/// Problems of `t` against `others`: its id, its hostnames, and the tenant header names.
+fn conflicts<'a>(t: &TenantConf, others: impl Iterator<Item = (&'a TenantConf, &'static str)>) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut bad = |key: &str, message: String| {
+        out.push(Problem {
+            key: key.into(),
+            message,
+        })
+    };
+    for (o, source) in others {
+        if o.id == t.id {
+            bad(
+                "tenant.id",
+                format!("{:?} is a {source} tenant's id; pick another id", t.id),
+            );
+        }
+        for h in t.all_hostnames() {
+            if o.all_hostnames().any(|x| x == h) {
+                bad(
+                    "tenant.hostnames",
+                    format!(
+                        "{h} is served by {source} tenant {:?}; a hostname belongs to one tenant",
+                        o.id
+                    ),
+                );
+            }
+        }
+        for (name, _) in &t.headers {
+            if o.tenant_header == *name {
+                bad(
+                    &format!("tenant.headers.{name}"),
+                    format!(
+                        "{name:?} is the tenant header of tenant {:?}; Tessera sets it, remove it",
+                        o.id
+                    ),
+                );
+            }
+        }
+        if o.headers.iter().any(|(n, _)| *n == t.tenant_header) {
+            bad(
+                "tenant.tenant_header",
+                format!(
+                    "{:?} is set by tenant {:?}'s headers; pick another tenant header",
+                    t.tenant_header, o.id
+                ),
+            );
+        }
+    }
+    out
 }
 
 /// Owns the tenant definitions in force and applies changes (see the module doc).
 pub struct Runtime {
     tenants: Arc<Tenants>,
     certs: Arc<CertStore>,
+    keyring: Arc<ArcSwap<Keyring>>,
+    store: Box<dyn TenantStore>,
     /// The restart-only sections as the process started with them.
     started_with: Vec<(&'static str, String)>,
     state: Mutex<State>,
@@ -105,13 +193,30 @@ pub struct Runtime {
 
 impl Runtime {
     /// `cfg` is the config the process started with; `tenants` and `certs` were built from it.
-    pub fn new(cfg: Config, tenants: Arc<Tenants>, certs: Arc<CertStore>) -> Arc<Runtime> {
+    /// API tenants are loaded by the first `sync`.
+    pub fn new(
+        cfg: Config,
+        tenants: Arc<Tenants>,
+        certs: Arc<CertStore>,
+        keyring: Arc<ArcSwap<Keyring>>,
+        store: Box<dyn TenantStore>,
+    ) -> Arc<Runtime> {
         Arc::new(Runtime {
             tenants,
             certs,
+            keyring,
+            store,
             started_with: restart_signature(&cfg),
-            state: Mutex::new(State { yaml: cfg }),
+            state: Mutex::new(State {
+                yaml: cfg,
+                api: BTreeMap::new(),
+                synced: 0,
+            }),
         })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The live tenant table.
@@ -129,23 +234,47 @@ impl Runtime {
             .collect()
     }
 
-    /// Apply a validated config: its tenants, anomaly, header and timeout settings and default
-    /// certificate. Blocking (DNS for new upstreams): call off the async threads.
-    pub fn apply_config(&self, next: Config) -> Result<Swap, RuntimeError> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let confs: Vec<&TenantConf> = next.tenants.iter().collect();
-        let swap = self.tenants.replace(&confs, &next.upstream, &next.strip_headers)?;
+    /// Build and swap the table and certificates for the YAML tenants plus the API tenants.
+    /// Blocking when a new upstream must be resolved.
+    fn swap_in(&self, st: &State) -> Result<Swap, TenantError> {
+        let y = &st.yaml;
+        let confs: Vec<&TenantConf> = y.tenants.iter().chain(st.api.values().map(|a| &a.conf)).collect();
+        let swap = self.tenants.replace(&confs, &y.upstream, &y.strip_headers)?;
         self.certs.replace(
-            next.tenants.iter().map(|t| t.cert.clone()).collect(),
-            next.tls.default_cert.clone(),
+            confs.iter().map(|t| t.cert.clone()).collect(),
+            y.tls.default_cert.clone(),
         );
-        st.yaml = next;
         Ok(swap)
+    }
+
+    /// Apply a validated config: its tenants, anomaly, header and timeout settings and default
+    /// certificate, with the API tenants on top. Blocking (DNS for new upstreams).
+    pub fn apply_config(&self, next: Config) -> Result<Swap, RuntimeError> {
+        let mut st = self.state();
+        // The YAML is the static base: it may not take what an API tenant holds.
+        let mut problems = Vec::new();
+        for a in st.api.values() {
+            problems.extend(conflicts(&a.conf, next.tenants.iter().map(|t| (t, "YAML"))));
+        }
+        if !problems.is_empty() {
+            return Err(RuntimeError::Conflict {
+                path: next.path.display().to_string(),
+                problems,
+            });
+        }
+        let prev = std::mem::replace(&mut st.yaml, next);
+        match self.swap_in(&st) {
+            Ok(swap) => Ok(swap),
+            Err(e) => {
+                st.yaml = prev;
+                Err(e.into())
+            }
+        }
     }
 
     /// Re-read the config file and apply it (see the module doc). Blocking.
     pub fn reload_file(&self) -> Result<Swap, RuntimeError> {
-        let path = self.state.lock().unwrap_or_else(|p| p.into_inner()).yaml.path.clone();
+        let path = self.state().yaml.path.clone();
         let next = Config::load(&path)?;
         let restart = self.needs_restart(&next);
         if !restart.is_empty() {
@@ -156,6 +285,86 @@ impl Runtime {
             );
         }
         self.apply_config(next)
+    }
+
+    /// Apply what changed in the store since the last sync (every instance, `TenantSync`;
+    /// and right after a write here). A stored tenant that no longer validates, or collides
+    /// with a YAML tenant, is logged and left out; the others apply. Returns whether a new
+    /// version was applied.
+    pub async fn sync(self: &Arc<Self>) -> Result<bool, StoreError> {
+        let version = self.store.version().await?;
+        let synced = self.state().synced;
+        if version == synced {
+            return Ok(false);
+        }
+        log::debug!("tenant sync: store at version {version}, applied {synced}");
+        let versions = self.store.versions().await?;
+        let stale: Vec<String> = {
+            let st = self.state();
+            versions
+                .iter()
+                .filter(|(id, v)| st.api.get(*id).is_none_or(|a| a.version != **v))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let fetched = self.store.get(&stale).await?;
+        // Certificates are parsed and new upstreams resolved (blocking DNS): off the async threads.
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.apply_synced(version, &versions, fetched))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("tenant sync task: {e}")))
+    }
+
+    /// The second half of `sync`: validate what was fetched and swap the result in.
+    fn apply_synced(
+        &self,
+        version: u64,
+        versions: &HashMap<String, u64>,
+        fetched: Vec<(String, store::Stored)>,
+    ) -> bool {
+        let keyring = self.keyring.load_full();
+        let mut st = self.state();
+        st.api.retain(|id, _| versions.contains_key(id));
+        for (id, stored) in fetched {
+            let checked = match TenantDef::parse(&stored.json) {
+                Ok(def) if def.id == id => def.validate(&keyring, &st.yaml.anomaly).and_then(|conf| {
+                    let p = conflicts(&conf, st.yaml.tenants.iter().map(|t| (t, "YAML")));
+                    if p.is_empty() {
+                        Ok((def, conf))
+                    } else {
+                        Err(p)
+                    }
+                }),
+                _ => Err(vec![Problem {
+                    key: "tenant".into(),
+                    message: "the stored definition does not parse".into(),
+                }]),
+            };
+            match checked {
+                Ok((def, conf)) => {
+                    let version = stored.version;
+                    st.api.insert(id, ApiTenant { version, def, conf });
+                }
+                Err(p) => {
+                    let list: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
+                    log::error!("stored API tenant {id:?} left out: {}", list.join("; "));
+                    st.api.remove(&id);
+                }
+            }
+        }
+        match self.swap_in(&st) {
+            Ok(swap) => {
+                st.synced = version;
+                if !swap.is_empty() {
+                    log::info!("API tenants at store version {version}: tenants {swap}");
+                }
+                true
+            }
+            Err(e) => {
+                log::error!("API tenants at store version {version} not applied: {e}");
+                false
+            }
+        }
     }
 }
 
@@ -202,6 +411,27 @@ impl BackgroundService for ConfigReloader {
             };
             if changed {
                 self.reload().await;
+            }
+        })
+        .await
+    }
+}
+
+/// Background service: applies tenant changes made on other instances (`Runtime::sync`).
+pub struct TenantSync(pub Arc<Runtime>);
+
+#[async_trait]
+impl BackgroundService for TenantSync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let failing = std::sync::atomic::AtomicBool::new(false);
+        crate::watch::every(SYNC_INTERVAL, &mut shutdown, || async {
+            match self.0.sync().await {
+                Ok(_) => failing.store(false, std::sync::atomic::Ordering::Relaxed),
+                Err(e) => {
+                    if !failing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        log::warn!("tenant sync: {e}; retrying every {SYNC_INTERVAL:?}");
+                    }
+                }
             }
         })
         .await
