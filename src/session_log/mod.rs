@@ -413,13 +413,18 @@ pub struct Query {
 pub struct SessionStore {
     conf: SessionLogConf,
     redis: Option<Arc<RedisStore>>,
-    /// Every configured tenant: their streams are trimmed whether or not they log.
-    tenants: Vec<Arc<str>>,
+    /// Every configured tenant (the live table): their streams are trimmed whether or not
+    /// they log.
+    tenants: Arc<crate::tenants::Tenants>,
     memory: Mutex<HashMap<String, VecDeque<SessionRecord>>>,
 }
 
 impl SessionStore {
-    pub fn new(conf: SessionLogConf, redis: Option<Arc<RedisStore>>, tenants: Vec<Arc<str>>) -> Arc<SessionStore> {
+    pub fn new(
+        conf: SessionLogConf,
+        redis: Option<Arc<RedisStore>>,
+        tenants: Arc<crate::tenants::Tenants>,
+    ) -> Arc<SessionStore> {
         Arc::new(SessionStore {
             conf,
             redis,
@@ -690,18 +695,19 @@ impl Writer {
         let Some(redis) = &self.store.redis else {
             return;
         };
-        if !self.store.conf.redis_stream || self.store.tenants.is_empty() {
+        let tenants = self.store.tenants.load_full();
+        if !self.store.conf.redis_stream || tenants.is_empty() {
             return;
         }
         let min_ms = crate::clock::unix_ms().saturating_sub(self.store.conf.stream_max_age.as_millis() as u64);
         let mut conn = match redis.connection() {
             Ok(c) => c,
             Err(e) => {
-                self.trim_failed(self.store.tenants.len(), "all", &e.to_string());
+                self.trim_failed(tenants.len(), "all", &e.to_string());
                 return;
             }
         };
-        for t in &self.store.tenants {
+        for t in tenants.iter().map(|t| &t.id) {
             let res: Result<u64, _> = redis::cmd("XTRIM")
                 .arg(self.store.stream_key(redis, t))
                 .arg("MINID")
