@@ -13,7 +13,7 @@
 //! is reported as `idle` (timers and background services), so it can be told apart.
 //!
 //! Cases (HTTP/1.1 and HTTP/2 over TLS, GET /small):
-//! - `bare`: examples/bare_proxy.rs (tenant header set, `Authorization` replaced);
+//! - `bare`: examples/bare_proxy/ (proxy.rs) (tenant header set, `Authorization` replaced);
 //! - `tessera none`: a tenant with `auth: none`, session log (file) and anomaly on;
 //! - `tessera split`: split token, embedded store, session log (file) and anomaly on;
 //! - `tessera split nolog`: as above with session log and anomaly detection off.
@@ -24,7 +24,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-#[path = "../examples/bare_proxy.rs"]
+#[path = "../examples/bare_proxy/proxy.rs"]
 #[allow(dead_code)]
 mod bare_proxy;
 

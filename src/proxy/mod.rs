@@ -292,11 +292,11 @@ impl ProxyHttp for Proxy {
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
         }
-        for (n, v) in &tenant.headers {
-            up.insert_header(n, v.clone())?;
+        for (n, v) in &tenant.headers_wire {
+            up.insert_header(n.clone(), v.clone())?;
         }
         // The tenant header last: a client never picks its tenant.
-        up.insert_header(&tenant.tenant_header, tenant.tenant_value.clone())?;
+        up.insert_header(tenant.tenant_header_wire.clone(), tenant.tenant_value.clone())?;
         Ok(())
     }
 

@@ -1,18 +1,5 @@
-//! A bare Pingora reverse proxy: the floor Tessera's per-request cost is measured against
-//! (`benches/load.sh`, `benches/instructions.sh`, `benches/allocations.rs`).
-//!
-//! The same work a Tessera `auth: none` tenant asks of Pingora, and nothing else: one HTTPS
-//! listener with one certificate (rustls, h2 + HTTP/1.1 by ALPN), the same runtime flavour
-//! (`work_stealing: false`, `threads: 1` unless told), one upstream peer prepared at start-up,
-//! and in `upstream_request_filter` the tenant header set and `Authorization` replaced by a
-//! fixed bearer value. No routing, no guard, no metrics, no logging.
-//!
-//! ```sh
-//! cargo run --release --example bare_proxy -- \
-//!     --listen 127.0.0.1:9443 --upstream 127.0.0.1:9080 --cert chain.pem --key leaf.key
-//! ```
-//!
-//! Stops on SIGTERM/SIGINT like any Pingora server.
+//! The bare proxy itself (`main.rs` wires it up with Tessera's allocator; benches/allocations.rs
+//! includes this file to run it under a counting allocator).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -126,12 +113,4 @@ pub fn run(args: Args) -> Result<(), String> {
     }
     server.add_service(service);
     server.run_forever()
-}
-
-#[allow(dead_code)] // unused when benches/allocations.rs includes this file as a module
-fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
 }
