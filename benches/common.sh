@@ -2,14 +2,15 @@
 # build (tessera + examples/bare_proxy), certificates for $HOST, keyring and admin token, the
 # echo upstream pinned to $GEN_CPU, Redis on demand, Tessera instances from generated configs.
 #
-# Environment: TESSERA_BIN, BARE_BIN, SKIP_BUILD (see below).
+# Environment: PROFILE, TESSERA_BIN, BARE_BIN, SKIP_BUILD (see below).
 # The sourcing script sets: LOG_TAG, HOST, PATH_UNDER_TEST, GEN_CPU, PROXY_CPU, REDIS_CPU,
 # KEEP_WORK, TOOLS (commands that must exist), and may set PROXY_WRAP (a command prefix for
 # the proxy processes, e.g. valgrind) and READY_TRIES (readiness polls of 0.1 s).
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN=${TESSERA_BIN:-$ROOT/target/release/tessera}   # override to compare builds
-BARE_BIN=${BARE_BIN:-$ROOT/target/release/examples/bare_proxy}
+PROFILE=${PROFILE:-release}   # cargo profile; PROFILE=dist measures the shipped build (LTO)
+BIN=${TESSERA_BIN:-$ROOT/target/$PROFILE/tessera}   # override to compare builds
+BARE_BIN=${BARE_BIN:-$ROOT/target/$PROFILE/examples/bare_proxy}
 PROXY_WRAP=${PROXY_WRAP:-}
 READY_TRIES=${READY_TRIES:-300}
 
@@ -103,8 +104,8 @@ http_ok() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@")" = 20
 # --- build -----------------------------------------------------------------------------------
 # SKIP_BUILD=1 with TESSERA_BIN / BARE_BIN set measures binaries built elsewhere (another profile).
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "building (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --bin tessera --example bare_proxy)
+    log "building (cargo build --profile $PROFILE)"
+    (cd "$ROOT" && cargo build --profile "$PROFILE" --bin tessera --example bare_proxy)
 fi
 [ -x "$BIN" ] || die "$BIN not built"
 [ -x "$BARE_BIN" ] || die "$BARE_BIN not built"
