@@ -512,10 +512,11 @@ impl Proxy {
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
         }
-        for (n, v) in &tenant.headers {
-            up.insert_header(n, v.clone())?;
+        // Names prepared at load time in Pingora's wire case (no per-request conversion).
+        for (n, v) in &tenant.headers_wire {
+            up.insert_header(n.clone(), v.clone())?;
         }
-        up.insert_header(&tenant.tenant_header, tenant.tenant_value.clone())?;
+        up.insert_header(tenant.tenant_header_wire.clone(), tenant.tenant_value.clone())?;
         Ok(())
     }
 

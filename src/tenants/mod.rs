@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -61,6 +62,10 @@ pub struct Tenant {
     pub tenant_header: HeaderName,
     pub tenant_value: HeaderValue,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `tenant_header` and `headers` with their names as Pingora writes them, prepared once:
+    /// `insert_header(&HeaderName, ..)` copies the name on every request.
+    pub tenant_header_wire: Bytes,
+    pub headers_wire: Vec<(Bytes, HeaderValue)>,
     pub auth: AuthMode,
     pub anomaly: AnomalyConf,
     pub metrics: TenantMetrics,
@@ -175,6 +180,12 @@ pub enum TenantError {
         host: String,
         reason: String,
     },
+}
+
+/// A header name as Pingora's `insert_header` would write it (its own case rules).
+fn wire_name(name: &HeaderName) -> Bytes {
+    use pingora::http::IntoCaseHeaderName;
+    Bytes::copy_from_slice(name.clone().into_case_header_name().as_slice())
 }
 
 /// First address of `host:port` (blocking DNS; start-up and the refresher only).
@@ -529,6 +540,8 @@ impl Tenant {
             tenant_header: c.tenant_header.clone(),
             tenant_value: HeaderValue::from_str(&c.id).map_err(|_| TenantError::BadId(c.id.to_string()))?,
             headers: c.headers.clone(),
+            tenant_header_wire: wire_name(&c.tenant_header),
+            headers_wire: c.headers.iter().map(|(n, v)| (wire_name(n), v.clone())).collect(),
             auth: c.auth,
             anomaly: c.anomaly.clone(),
             metrics,
