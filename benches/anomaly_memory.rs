@@ -26,13 +26,12 @@ use std::error::Error;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Instant;
 
 use tessera::anomaly::{Detector, Observation};
 use tessera::config::Config;
 use tessera::demo::certs::DemoCa;
-use tessera::tenants::TenantTable;
+use tessera::tenants::Tenants;
 use tessera::token::{TokenId, VerifyResult};
 
 const USER_AGENT: &[u8] = b"acme-integration/2.4.1 (linux; x86_64)";
@@ -104,9 +103,10 @@ fn child(cap: Option<usize>, ids: u64) -> Result<(), Box<dyn Error>> {
     std::fs::write(&path, &yaml)?;
     let cfg = Config::from_yaml(&yaml, &path)?;
     let configured = cfg.tenants[0].anomaly.max_tracked_tokens;
-    let table = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream, &cfg.strip_headers)?);
+    let tenants = Tenants::new(&cfg.tenants, &cfg.upstream, &cfg.strip_headers)?;
+    let table = tenants.load_full();
     let tenant = table.get(0).ok_or("no tenant")?;
-    let detector = Detector::new(table.clone());
+    let detector = Detector::new(tenants);
     detector.sweep();
     let rss_detector = rss();
 

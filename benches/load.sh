@@ -11,8 +11,15 @@
 # stopped by pid on exit. All files live in a mktemp directory (kept with KEEP_WORK=1 or when
 # a case fails).
 #
-# Cases:
+# Every case prints req/s, p50, p99, the ratio to `direct` and µs/req: CPU time (utime + stime
+# from /proc/<pid>/stat, the proxy process and its direct children) spent by the process under
+# test during the measured run, divided by the requests it served. `cpu/bare` divides that by
+# the bare Pingora case's µs/req (issue 11's goal: Tessera's full path ≤ 1.15).
+#
+# Cases (HTTP/1.1, wrk):
 #   1 direct          wrk → echo upstream (plain HTTP)                      baseline
+#   0 bare            examples/bare_proxy.rs: a minimal Pingora `ProxyHttp`, same certificate,
+#                     tenant header set and Authorization replaced, same runtime flavour
 #   2 http-none       wrk → Tessera plain-HTTP listener, tenant auth: none
 #   3 https-none      wrk → Tessera HTTPS, tenant auth: none ("Tessera plain")
 #   4 https-split     HTTPS + split-token reconstruction, embedded store
@@ -23,6 +30,11 @@
 #                     (the default session log writes a JSON line per request to stdout, captured in
 #                     WORK/<case>/tessera.log, and with a Redis store also XADDs it to a stream)
 #   8 nginx-https     nginx HTTPS reverse proxy to the same upstream (NGINX=0 skips)
+# HTTP/2 (h2load from nghttp2-client, installed when missing; H2=0 skips), same table:
+#   h2-bare, h2-none, h2-split, h2-nginx: h2load -c$CONNS -m$H2_STREAMS over TLS (ALPN h2)
+#   against the bare proxy, case 3, case 4 and nginx; p50/p99 from h2load's per-request log.
+# ONLY="direct bare https-none ..." runs just those cases (the ones issue 11 asks for:
+#   ONLY="direct nginx-https bare https-none https-split redis-cache").
 #
 # Requires: cargo, wrk, taskset, openssl, curl, python3; redis-server (installed with apt-get
 # when missing); nginx for case 8.
@@ -37,243 +49,50 @@ GEN_CPU=${GEN_CPU:-0}        # wrk + upstream
 PROXY_CPU=${PROXY_CPU:-1}    # proxy under test
 REDIS_CPU=${REDIS_CPU:-$GEN_CPU}
 NGINX=${NGINX:-1}
+H2=${H2:-1}
+H2_STREAMS=${H2_STREAMS:-1}  # concurrent streams per h2 connection (1 = same concurrency as wrk)
+ONLY=${ONLY:-}               # space-separated case names; empty = all
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 KEEP_WORK=${KEEP_WORK:-0}
 PATH_UNDER_TEST=/small
 HOST=localhost               # tenant hostname; wrk sends it as SNI and Host
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN=$ROOT/target/release/tessera
+LOG_TAG=load
+TOOLS="cargo wrk taskset openssl curl python3"
+CLK_TCK=$(getconf CLK_TCK)
+# shellcheck source=benches/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-log() { printf '[load] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-for tool in cargo wrk taskset openssl curl python3; do
-    command -v "$tool" >/dev/null || die "$tool not found"
-done
-[ "$(nproc)" -ge 2 ] || log "warning: fewer than 2 CPUs; pinning to CPU $PROXY_CPU will fail"
-
-# wrk resolves the URL host itself; everything must go to 127.0.0.1 and nowhere else.
-resolved=$(getent ahostsv4 "$HOST" | awk '{print $1}' | sort -u | tr '\n' ' ')
-[ "$resolved" = "127.0.0.1 " ] || die "$HOST resolves to '$resolved', expected only 127.0.0.1 (fix /etc/hosts)"
-if getent ahostsv6 "$HOST" 2>/dev/null | awk '{print $1}' | grep -qv '^::ffff:127\.0\.0\.1$'; then
-    log "warning: $HOST also has an IPv6 address; wrk uses the first address that connects"
-fi
-
-WORK=$(mktemp -d -t tessera-load.XXXXXX)
-PIDS=()
-FAILED=0
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 150); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid ignored SIGTERM for 15 s; killing"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$? pid
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [ "$KEEP_WORK" = 1 ] || [ "$FAILED" != 0 ] || [ "$rc" != 0 ]; then
-        log "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --- ports -----------------------------------------------------------------------------------
-# free_port VAR: a free loopback port into VAR (not called in $(...), so USED_PORTS sticks).
-USED_PORTS=" 6379 18080 18443 "
-free_port() {
-    local -n _out=$1
-    local p
-    while :; do
-        p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
-        case "$USED_PORTS" in *" $p "*) continue ;; esac
-        USED_PORTS="$USED_PORTS$p "
-        _out=$p
-        return
-    done
-}
-
-# --- readiness (polling, never a blind sleep) -----------------------------------------------
-# wait_until PID DESCRIPTION LOGFILE CMD...: run CMD every 0.1 s until it succeeds (30 s max),
-# failing early if PID died.
-wait_until() {
-    local pid=$1 what=$2 logf=$3 i
-    shift 3
-    for i in $(seq 1 300); do
-        if "$@" >/dev/null 2>&1; then return 0; fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "$what (pid $pid) exited during start-up"
-            show_log "$logf"
-            return 1
-        fi
-        sleep 0.1
-    done
-    log "$what not ready after 30 s"
-    show_log "$logf"
-    return 1
-}
-# show_log FILE: last lines of a log, without the session log's JSON lines (stdout by default).
-show_log() {
-    log "last lines of $1 (session JSON lines omitted):"
-    grep -v '^{' "$1" 2>/dev/null | tail -n 25 >&2 || true
-}
-http_ok() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@")" = 200 ]; }
-
-# --- build -----------------------------------------------------------------------------------
-log "building (cargo build --release)"
-(cd "$ROOT" && cargo build --release --bin tessera)
-[ -x "$BIN" ] || die "$BIN not built"
-
-# --- certificates: a CA and a leaf for localhost ---------------------------------------------
-CERTS=$WORK/certs
-mkdir -p "$CERTS"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=Tessera load-test CA" -keyout "$CERTS/ca.key" -out "$CERTS/ca.pem" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -subj "/CN=$HOST" -keyout "$CERTS/leaf.key" -out "$CERTS/leaf.csr" 2>/dev/null
-printf 'subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' "$HOST" >"$CERTS/leaf.ext"
-openssl x509 -req -in "$CERTS/leaf.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" -CAcreateserial \
-    -days 2 -extfile "$CERTS/leaf.ext" -out "$CERTS/leaf.pem" 2>/dev/null
-cat "$CERTS/leaf.pem" "$CERTS/ca.pem" >"$CERTS/chain.pem"
-CERT=$CERTS/chain.pem
-KEY=$CERTS/leaf.key
-
-# --- keyring and admin token -----------------------------------------------------------------
-"$BIN" keys generate --out "$WORK/keyring" >/dev/null
-ADMIN_TOKEN="tsa_$(openssl rand -hex 32)"
-ADMIN_SHA=$(printf %s "$ADMIN_TOKEN" | sha256sum | awk '{print $1}')
-UPSTREAM_SECRET=upstream-secret-123
-
-# --- echo upstream ---------------------------------------------------------------------------
-free_port UP_PORT
-taskset -c "$GEN_CPU" "$BIN" upstream-echo --listen "127.0.0.1:$UP_PORT" >"$WORK/upstream.log" 2>&1 &
-UP_PID=$!
-PIDS+=("$UP_PID")
-wait_until "$UP_PID" "echo upstream" "$WORK/upstream.log" http_ok "http://127.0.0.1:$UP_PORT$PATH_UNDER_TEST"
-log "echo upstream on 127.0.0.1:$UP_PORT (pid $UP_PID, CPU $GEN_CPU)"
-
-# --- Redis (own instance, never 6379) --------------------------------------------------------
-REDIS_PID=
-REDIS_PORT=
-start_redis() {
-    if ! command -v redis-server >/dev/null; then
-        log "redis-server missing; installing with apt-get"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    fi
-    free_port REDIS_PORT
-    taskset -c "$REDIS_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --daemonize no --protected-mode yes >"$WORK/redis.log" 2>&1 &
-    REDIS_PID=$!
-    PIDS+=("$REDIS_PID")
-    wait_until "$REDIS_PID" "redis-server" "$WORK/redis.log" redis_ping
-    log "redis-server on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID, CPU $REDIS_CPU)"
-}
-redis_ping() {
-    if command -v redis-cli >/dev/null; then
-        [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
-    else
-        local line
-        exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" || return 1
-        printf 'PING\r\n' >&3
-        read -r -t 1 line <&3 || true
-        exec 3>&-
-        [ "${line%$'\r'}" = "+PONG" ]
-    fi
-}
-
-# --- Tessera instances -----------------------------------------------------------------------
-# write_config NAME AUTH STORE_YAML EXTRA_YAML [http]: writes WORK/NAME/tessera.yaml into CFG and
-# picks the ports (HTTPS_PORT/ADMIN_PORT/HTTP_PORT[NAME]).
-declare -A HTTPS_PORT HTTP_PORT ADMIN_PORT TPID PART_A
-write_config() {
-    local name=$1 auth=$2 store=$3 extra=$4 with_http=${5:-} dir=$WORK/$1
-    mkdir -p "$dir"
-    local port http_line=""
-    free_port port; HTTPS_PORT[$name]=$port
-    free_port port; ADMIN_PORT[$name]=$port
-    if [ -n "$with_http" ]; then
-        free_port port; HTTP_PORT[$name]=$port
-        http_line="  http: \"127.0.0.1:${HTTP_PORT[$name]}\""
-    fi
-    cat >"$dir/tessera.yaml" <<EOF
-# generated by benches/load.sh ($name)
-listen:
-  https: "127.0.0.1:${HTTPS_PORT[$name]}"
-$http_line
-  admin: "127.0.0.1:${ADMIN_PORT[$name]}"
-threads: 1
-grace_period: "1s"
-store: $store
-keys: { file: "$WORK/keyring" }
-admin:
-  tokens:
-    - { name: bench, sha256: $ADMIN_SHA, scope: operator }
-$extra
-tenants:
-  - id: bench
-    hostnames: ["$HOST"]
-    cert: "$CERT"
-    key: "$KEY"
-    upstream: "http://127.0.0.1:$UP_PORT"
-    auth: $auth
-EOF
-    CFG=$dir/tessera.yaml
-}
-
-# start_tessera NAME CONFIG: start pinned to PROXY_CPU, wait for the admin /readyz.
-start_tessera() {
-    local name=$1 cfg=$2 pid
-    (cd "$WORK/$name" && exec taskset -c "$PROXY_CPU" "$BIN" serve --config "$cfg" \
-        --upgrade-sock "$WORK/$name/upgrade.sock") >"$WORK/$name/tessera.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    TPID[$name]=$pid
-    wait_until "$pid" "tessera[$name]" "$WORK/$name/tessera.log" \
-        http_ok "http://127.0.0.1:${ADMIN_PORT[$name]}/readyz" || return 1
-    log "tessera[$name] ready: https 127.0.0.1:${HTTPS_PORT[$name]}${HTTP_PORT[$name]:+, http 127.0.0.1:${HTTP_PORT[$name]}} (pid $pid, CPU $PROXY_CPU)"
-}
-
-# mint NAME: Part A for tenant `bench` through the admin API → PART_A[NAME].
-mint() {
-    local name=$1 resp
-    resp=$(curl -s --max-time 10 -X POST "http://127.0.0.1:${ADMIN_PORT[$name]}/v1/tenants/bench/tokens" \
-        -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
-        -d "{\"token\":\"$UPSTREAM_SECRET\",\"label\":\"bench\"}") || { log "mint[$name]: admin API unreachable"; return 1; }
-    PART_A[$name]=$(printf %s "$resp" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("part_a",""))' 2>/dev/null || true)
-    if [ -z "${PART_A[$name]}" ]; then
-        log "mint[$name] failed: $resp"
-        return 1
-    fi
-}
-
-stop_tessera() {
-    local name=$1
-    [ -n "${TPID[$name]:-}" ] && stop_pid "${TPID[$name]}"
-    TPID[$name]=
-}
-
-# --- wrk and result table --------------------------------------------------------------------
+# --- wrk / h2load and result table -----------------------------------------------------------
 CASES=()
-declare -A RPS P50 P99 ERRS NOTE BUSY
+declare -A RPS P50 P99 ERRS NOTE BUSY USREQ
 to_ms() { # 812.00us | 1.23ms | 1.05s | 2.00m → milliseconds
     awk -v v="$1" 'BEGIN {
         n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
         if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
         printf "%.3f", n }'
+}
+
+# want NAME: true if the case is selected (ONLY empty = every case).
+want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
+# cpu_ticks PID: utime + stime (clock ticks) of PID and its direct children (nginx's worker).
+cpu_ticks() {
+    local root=$1 total=0 f line rest pid
+    for f in /proc/[0-9]*/stat; do
+        { read -r line <"$f"; } 2>/dev/null || continue
+        pid=${f#/proc/}; pid=${pid%/stat}
+        rest=${line##*) }
+        # shellcheck disable=SC2086
+        set -- $rest
+        if [ "$pid" = "$root" ] || [ "$2" = "$root" ]; then
+            total=$((total + ${12} + ${13}))
+        fi
+    done
+    echo "$total"
+}
+us_per_req() { # TICKS REQUESTS → µs of CPU per request
+    awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else printf "-" }'
 }
 
 # check URL CURL_ARGS...: one request must return 200 with the expected body before we measure.
@@ -309,33 +128,47 @@ redis_calls() {
         /^cmdstat_/ { tot += $3; if ($1 == "cmdstat_get") g = $3; if ($1 == "cmdstat_xadd") x = $3 }
         END { printf "%d %d %d", g, x, tot }'
 }
+redis_note() { # NAME R0 R1 TOTAL: Redis commands per request for redis-* cases
+    local name=$1 r0=$2 r1=$3 total=$4
+    if [[ $name == redis-* ]] && [ -n "$r0" ] && [ -n "$r1" ] && [ -n "$total" ] && [ "$total" -gt 0 ]; then
+        NOTE[$name]=$(awk -v a="$r0" -v b="$r1" -v n="$total" 'BEGIN { split(a, x, " "); split(b, y, " ");
+            printf "redis per request: GET %.2f, XADD %.3f, all cmds %.2f", (y[1]-x[1])/n, (y[2]-x[2])/n, (y[3]-x[3])/n }')
+    fi
+}
 
-# run_case NAME URL [LOGFILE] [wrk args...]
-run_case() {
-    local name=$1 url=$2 logf=$3 out
+# precheck NAME URL LOGFILE CURL_ARGS...: record the case; 1 if its first request failed.
+precheck() {
+    local name=$1 url=$2 logf=$3
     shift 3
     CASES+=("$name")
     if ! check_request "$url" "$@"; then
         RPS[$name]=FAILED; NOTE[$name]="pre-check failed"
         FAILED=1
         [ -n "$logf" ] && show_log "$logf"
-        return 0
+        return 1
     fi
+}
+
+# run_case NAME PID URL LOGFILE [wrk args...]: HTTP/1.1 with wrk; µs/req from PID's CPU.
+run_case() {
+    local name=$1 pid=$2 url=$3 logf=$4 out
+    shift 4
+    precheck "$name" "$url" "$logf" "$@" || return 0
     if [ "$WARMUP" != 0 ]; then
         taskset -c "$GEN_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${WARMUP}s" "$@" "$url" >/dev/null 2>&1 || true
     fi
     BUSY[$name]=$(machine_busy)
     log "case $name: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s $url (machine busy before: ${BUSY[$name]}%)"
-    local r0 r1 total
+    local r0 r1 total t0 t1
     r0=$(redis_calls)
+    t0=$(cpu_ticks "$pid")
     out=$(taskset -c "$GEN_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" 2>&1) || true
+    t1=$(cpu_ticks "$pid")
     r1=$(redis_calls)
     printf '%s\n' "$out" >"$WORK/wrk-$name.txt"
     total=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
-    if [[ $name == redis-* ]] && [ -n "$r0" ] && [ -n "$r1" ] && [ -n "$total" ] && [ "$total" -gt 0 ]; then
-        NOTE[$name]=$(awk -v a="$r0" -v b="$r1" -v n="$total" 'BEGIN { split(a, x, " "); split(b, y, " ");
-            printf "redis per request: GET %.2f, XADD %.3f, all cmds %.2f", (y[1]-x[1])/n, (y[2]-x[2])/n, (y[3]-x[3])/n }')
-    fi
+    USREQ[$name]=$(us_per_req "$((t1 - t0))" "${total:-0}")
+    redis_note "$name" "$r0" "$r1" "$total"
     RPS[$name]=$(printf '%s\n' "$out" | awk '/^Requests\/sec:/ {print $2}')
     P50[$name]=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "50%" {print $2; exit}')")
     P99[$name]=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "99%" {print $2; exit}')")
@@ -354,6 +187,52 @@ run_case() {
     fi
 }
 
+# run_h2 NAME PID URL LOGFILE [h2load args, e.g. -H ...]: HTTP/2 over TLS (ALPN h2) with
+# h2load, same columns; p50/p99 from h2load's per-request log.
+run_h2() {
+    local name=$1 pid=$2 url=$3 logf=$4 out
+    shift 4
+    [ "$H2" = 1 ] || return 0
+    local curl_args=() a
+    for a in "$@"; do [ "$a" = -H ] || curl_args+=(-H "$a"); done
+    precheck "$name" "$url" "$logf" --http2 "${curl_args[@]}" || return 0
+    if [ "$WARMUP" != 0 ]; then
+        taskset -c "$GEN_CPU" h2load -c"$CONNS" -m"$H2_STREAMS" -D"$WARMUP" "$@" "$url" >/dev/null 2>&1 || true
+    fi
+    BUSY[$name]=$(machine_busy)
+    log "case $name: h2load -c$CONNS -m$H2_STREAMS -D$DURATION $url (machine busy before: ${BUSY[$name]}%)"
+    local r0 r1 t0 t1 total non2xx
+    r0=$(redis_calls)
+    t0=$(cpu_ticks "$pid")
+    out=$(taskset -c "$GEN_CPU" h2load -c"$CONNS" -m"$H2_STREAMS" -D"$DURATION" --log-file="$WORK/h2-$name.log" "$@" "$url" 2>&1) || true
+    t1=$(cpu_ticks "$pid")
+    r1=$(redis_calls)
+    printf '%s\n' "$out" >"$WORK/h2load-$name.txt"
+    # "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout"
+    total=$(printf '%s\n' "$out" | awk '/^requests:/ {print $8}')
+    # "status codes: N 2xx, N 3xx, N 4xx, N 5xx"
+    non2xx=$(printf '%s\n' "$out" | awk '/^status codes:/ { print $5 + $7 + $9 }')
+    USREQ[$name]=$(us_per_req "$((t1 - t0))" "${total:-0}")
+    redis_note "$name" "$r0" "$r1" "$total"
+    # "finished in 5.00s, 12345.60 req/s, 1.2MB/s"
+    RPS[$name]=$(printf '%s\n' "$out" | awk '/^finished in/ { print $4 }')
+    # per-request log lines: start (µs since epoch) <TAB> status <TAB> duration (µs)
+    read -r "P50[$name]" "P99[$name]" < <(sort -n -k3,3 "$WORK/h2-$name.log" 2>/dev/null | awk '{ d[NR] = $3 } END {
+        if (NR == 0) { print "- -"; exit }
+        i50 = int(NR * 0.50); if (i50 < 1) i50 = 1; i99 = int(NR * 0.99); if (i99 < 1) i99 = 1;
+        printf "%.3f %.3f\n", d[i50] / 1000, d[i99] / 1000 }')
+    [ "${non2xx:-0}" = 0 ] || ERRS[$name]="non2xx=$non2xx "
+    if [ -z "${RPS[$name]}" ] || [ "${total:-0}" = 0 ]; then
+        RPS[$name]=FAILED; NOTE[$name]="h2load produced no result (see $WORK/h2load-$name.txt)"
+        FAILED=1
+        printf '%s\n' "$out" >&2
+    elif [ "${non2xx:-0}" != 0 ]; then
+        FAILED=1
+        log "case $name had non-2xx responses"
+        [ -n "$logf" ] && show_log "$logf"
+    fi
+}
+
 ratio() { # ratio A B → A/B with 3 decimals, or "-"
     awk -v a="${1:-}" -v b="${2:-}" 'BEGIN { if (a+0 > 0 && b+0 > 0) printf "%.3f", a/b; else printf "-" }'
 }
@@ -361,27 +240,50 @@ ratio() { # ratio A B → A/B with 3 decimals, or "-"
 # --- the cases -------------------------------------------------------------------------------
 EMBEDDED() { echo "{ kind: embedded, path: \"$WORK/$1/tessera.redb\" }"; }
 NOLOG=$'session_log: { enabled: false }\nanomaly: { enabled: false }'
+URL() { echo "https://$HOST:$1$PATH_UNDER_TEST"; }
 
 # 1. direct
-run_case direct "http://127.0.0.1:$UP_PORT$PATH_UNDER_TEST" "$WORK/upstream.log"
+want direct && run_case direct "$UP_PID" "http://127.0.0.1:$UP_PORT$PATH_UNDER_TEST" "$WORK/upstream.log"
+
+# 0. bare Pingora (examples/bare_proxy.rs)
+if want bare || want h2-bare; then
+    if start_bare; then
+        want bare && run_case bare "$BARE_PID" "$(URL "$BARE_PORT")" "$WORK/bare/bare.log"
+        want h2-bare && run_h2 h2-bare "$BARE_PID" "$(URL "$BARE_PORT")" "$WORK/bare/bare.log"
+    else
+        FAILED=1; CASES+=(bare); RPS[bare]=FAILED
+    fi
+    stop_pid "$BARE_PID"
+fi
 
 # 2 + 3. auth: none, one process with both listeners
-write_config plain none "$(EMBEDDED plain)" "" http
-if start_tessera plain "$CFG"; then
-    run_case http-none "http://$HOST:${HTTP_PORT[plain]}$PATH_UNDER_TEST" "$WORK/plain/tessera.log"
-    run_case https-none "https://$HOST:${HTTPS_PORT[plain]}$PATH_UNDER_TEST" "$WORK/plain/tessera.log"
-else
-    FAILED=1; CASES+=(http-none https-none); RPS[http-none]=FAILED; RPS[https-none]=FAILED
+if want http-none || want https-none || want h2-none; then
+    write_config plain none "$(EMBEDDED plain)" "" http
+    if start_tessera plain "$CFG"; then
+        P=${TPID[plain]}
+        want http-none && run_case http-none "$P" "http://$HOST:${HTTP_PORT[plain]}$PATH_UNDER_TEST" "$WORK/plain/tessera.log"
+        want https-none && run_case https-none "$P" "$(URL "${HTTPS_PORT[plain]}")" "$WORK/plain/tessera.log"
+        want h2-none && run_h2 h2-none "$P" "$(URL "${HTTPS_PORT[plain]}")" "$WORK/plain/tessera.log"
+    else
+        FAILED=1; CASES+=(https-none); RPS[https-none]=FAILED
+    fi
+    stop_tessera plain
 fi
-stop_tessera plain
 
-# split-token cases: NAME STORE EXTRA
+# split-token cases: NAME STORE EXTRA [H2NAME]
 split_case() {
-    local name=$1 store=$2 extra=$3
+    local name=$1 store=$2 extra=$3 h2name=${4:-}
+    want "$name" || { [ -n "$h2name" ] && want "$h2name"; } || return 0
     write_config "$name" split_token "$store" "$extra"
     if start_tessera "$name" "$CFG" && mint "$name"; then
-        run_case "$name" "https://$HOST:${HTTPS_PORT[$name]}$PATH_UNDER_TEST" "$WORK/$name/tessera.log" \
-            -H "Authorization: Bearer ${PART_A[$name]}"
+        local auth="Authorization: Bearer ${PART_A[$name]}" url
+        url=$(URL "${HTTPS_PORT[$name]}")
+        if want "$name"; then
+            run_case "$name" "${TPID[$name]}" "$url" "$WORK/$name/tessera.log" -H "$auth"
+        fi
+        if [ -n "$h2name" ] && want "$h2name"; then
+            run_h2 "$h2name" "${TPID[$name]}" "$url" "$WORK/$name/tessera.log" -H "$auth"
+        fi
     else
         FAILED=1; CASES+=("$name"); RPS[$name]=FAILED; NOTE[$name]="start-up or mint failed (see $WORK/$name/tessera.log)"
     fi
@@ -389,12 +291,14 @@ split_case() {
 }
 
 # 4. split token, embedded store, session log + anomaly on (defaults)
-split_case https-split "$(EMBEDDED https-split)" ""
+split_case https-split "$(EMBEDDED https-split)" "" h2-split
 
 # 5 + 6. Redis store
-start_redis
-split_case redis-cache "{ kind: redis, url: \"redis://127.0.0.1:$REDIS_PORT/0\", prefix: \"bench5:\" }" ""
-split_case redis-nocache "{ kind: redis, url: \"redis://127.0.0.1:$REDIS_PORT/0\", prefix: \"bench6:\", cache: { enabled: false } }" ""
+if want redis-cache || want redis-nocache; then
+    start_redis
+    split_case redis-cache "{ kind: redis, url: \"redis://127.0.0.1:$REDIS_PORT/0\", prefix: \"bench5:\" }" ""
+    split_case redis-nocache "{ kind: redis, url: \"redis://127.0.0.1:$REDIS_PORT/0\", prefix: \"bench6:\", cache: { enabled: false } }" ""
+fi
 
 # 7. split token without session log and anomaly detection
 split_case split-nolog "$(EMBEDDED split-nolog)" "$NOLOG"
@@ -402,14 +306,14 @@ split_case split-nolog "$(EMBEDDED split-nolog)" "$NOLOG"
 # 7b. split token on Pingora's work-stealing runtime (Tessera's default is work_stealing: false)
 split_case split-steal "$(EMBEDDED split-steal)" "work_stealing: true"
 
-# 8. nginx as an HTTPS reverse proxy (peer comparison)
-if [ "$NGINX" = 1 ] && [ -x "$NGINX_BIN" ]; then
+# 8. nginx as an HTTPS reverse proxy (peer comparison), the same header work as the others
+if [ "$NGINX" = 1 ] && [ -x "$NGINX_BIN" ] && { want nginx-https || want h2-nginx; }; then
     NG=$WORK/nginx
     mkdir -p "$NG/logs" "$NG/tmp"
     free_port NG_PORT
     user_line=""
     [ "$(id -u)" = 0 ] && user_line="user root;"
-    cat >"$NG/nginx.conf" <<EOF
+    cat >"$NG/nginx.conf" <<NGINX_CONF
 $user_line
 worker_processes 1;
 daemon off;
@@ -428,12 +332,13 @@ http {
         keepalive 64;
     }
     server {
-        listen 127.0.0.1:$NG_PORT ssl;
+        listen 127.0.0.1:$NG_PORT ssl http2;
         server_name $HOST;
         ssl_certificate $CERT;
         ssl_certificate_key $KEY;
         ssl_protocols TLSv1.2 TLSv1.3;
         keepalive_requests 10000000;
+        http2_max_requests 10000000;
         keepalive_timeout 60s;
         location / {
             proxy_pass http://echo;
@@ -441,17 +346,20 @@ http {
             proxy_set_header Connection "";
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Tenant-Id bench;
+            proxy_set_header Authorization "Bearer nginx-upstream-token";
         }
     }
 }
-EOF
+NGINX_CONF
     taskset -c "$PROXY_CPU" "$NGINX_BIN" -p "$NG" -e "$NG/logs/error.log" -c "$NG/nginx.conf" >"$NG/stdout.log" 2>&1 &
     NG_PID=$!
     PIDS+=("$NG_PID")
     if wait_until "$NG_PID" "nginx" "$NG/logs/error.log" \
-        http_ok -k --resolve "$HOST:$NG_PORT:127.0.0.1" "https://$HOST:$NG_PORT$PATH_UNDER_TEST"; then
+        http_ok -k --resolve "$HOST:$NG_PORT:127.0.0.1" "$(URL "$NG_PORT")"; then
         log "nginx ready on 127.0.0.1:$NG_PORT (pid $NG_PID, CPU $PROXY_CPU)"
-        run_case nginx-https "https://$HOST:$NG_PORT$PATH_UNDER_TEST" "$NG/logs/error.log"
+        want nginx-https && run_case nginx-https "$NG_PID" "$(URL "$NG_PORT")" "$NG/logs/error.log"
+        want h2-nginx && run_h2 h2-nginx "$NG_PID" "$(URL "$NG_PORT")" "$NG/logs/error.log"
     else
         FAILED=1; CASES+=(nginx-https); RPS[nginx-https]=FAILED
     fi
@@ -461,30 +369,40 @@ fi
 # --- report ----------------------------------------------------------------------------------
 declare -A LABEL=(
     [direct]="1 upstream direct (http)"
+    [bare]="0 bare pingora https (examples/bare_proxy)"
     [http-none]="2 tessera http, auth none"
     [https-none]="3 tessera https, auth none"
     [https-split]="4 tessera https, split token (embedded)"
-    [redis-cache]="5 as 4, redis store, cache on"
+    [redis-cache]="5 as 4, redis store, cache on (warm)"
     [redis-nocache]="6 as 4, redis store, cache off"
     [split-nolog]="7 as 4, no session log/anomaly"
     [split-steal]="7b as 4, work_stealing: true"
     [nginx-https]="8 nginx https reverse proxy"
+    [h2-bare]="h2 0 bare pingora"
+    [h2-none]="h2 3 tessera, auth none"
+    [h2-split]="h2 4 tessera, split token (embedded)"
+    [h2-nginx]="h2 8 nginx"
 )
 echo
-echo "Tessera loopback load test: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s (warm-up ${WARMUP}s), path $PATH_UNDER_TEST"
-echo "CPU $GEN_CPU: wrk + echo upstream$([ -n "$REDIS_PID" ] && [ "$REDIS_CPU" = "$GEN_CPU" ] && echo ' + redis'); CPU $PROXY_CPU: proxy (threads: 1)"
+echo "Tessera loopback load test (path $PATH_UNDER_TEST, warm-up ${WARMUP}s per case)"
+echo "HTTP/1.1: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s; HTTP/2 (h2 rows): h2load -c$CONNS -m$H2_STREAMS -D$DURATION"
+echo "CPU $GEN_CPU: load generator + echo upstream$([ -n "$REDIS_PID" ] && [ "$REDIS_CPU" = "$GEN_CPU" ] && echo ' + redis'); CPU $PROXY_CPU: proxy (threads: 1)"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-printf '%-42s %11s %10s %10s %9s %9s %6s  %s\n' case "req/s" "p50 ms" "p99 ms" "/direct" "/case4" "busy%" "errors / notes"
-printf '%-42s %11s %10s %10s %9s %9s %6s  %s\n' "------------------------------------------" "-----------" "----------" "----------" "---------" "---------" "------" "--------------"
+printf '%-42s %9s %8s %8s %8s %8s %8s %6s  %s\n' case "req/s" "p50 ms" "p99 ms" "/direct" "us/req" "cpu/bare" "busy%" "errors / notes"
+printf '%-42s %9s %8s %8s %8s %8s %8s %6s  %s\n' "------------------------------------------" "---------" "--------" "--------" "--------" "--------" "--------" "------" "--------------"
 for c in "${CASES[@]}"; do
-    vs4="-"
-    case $c in redis-cache|redis-nocache|split-nolog|split-steal) vs4=$(ratio "${RPS[$c]}" "${RPS[https-split]:-}") ;; esac
-    printf '%-42s %11s %10s %10s %9s %9s %6s  %s\n' "${LABEL[$c]:-$c}" "${RPS[$c]:-}" "${P50[$c]:--}" "${P99[$c]:--}" \
-        "$(ratio "${RPS[$c]}" "${RPS[direct]:-}")" "$vs4" "${BUSY[$c]:--}" "${ERRS[$c]:-}${NOTE[$c]:+ ${NOTE[$c]}}"
+    base=bare
+    [[ $c == h2-* ]] && base=h2-bare
+    printf '%-42s %9s %8s %8s %8s %8s %8s %6s  %s\n' "${LABEL[$c]:-$c}" "${RPS[$c]:-}" "${P50[$c]:--}" "${P99[$c]:--}" \
+        "$(ratio "${RPS[$c]}" "${RPS[direct]:-}")" "${USREQ[$c]:--}" "$(ratio "${USREQ[$c]:-}" "${USREQ[$base]:-}")" \
+        "${BUSY[$c]:--}" "${ERRS[$c]:-}${NOTE[$c]:+ ${NOTE[$c]}}"
 done
 echo
-echo "(7 vs 4: /case4 > 1 means session log + anomaly detection cost that much throughput;"
-echo " busy% = whole-machine CPU use in the second before the case, from processes other than the"
-echo " load test's; more than a few % means the numbers are skewed by other work on the machine)"
-echo "raw wrk output and logs: $WORK$([ "$KEEP_WORK" = 1 ] || [ "$FAILED" != 0 ] || echo ' (deleted on exit; KEEP_WORK=1 keeps it)')"
+echo "(us/req = CPU time, user + system, of the process under test (and its children) during the"
+echo " measured run / requests served: the echo upstream for direct, the proxy otherwise; Redis's"
+echo " own CPU is not in the redis rows. cpu/bare = us/req / the bare Pingora row's (h2 rows: the h2"
+echo " bare row's). busy% = whole-machine CPU use in the second before the case, from processes"
+echo " other than the load test's; more than a few % means other work skewed the numbers)"
+echo "raw wrk/h2load output and logs: $WORK$([ "$KEEP_WORK" = 1 ] || [ "$FAILED" != 0 ] || echo ' (deleted on exit; KEEP_WORK=1 keeps it)')"
 [ "$FAILED" = 0 ] || { log "one or more cases failed (see above)"; exit 1; }

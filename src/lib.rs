@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod proxy;
 pub mod reserved;
+pub mod runtime;
 pub mod server;
 pub mod session_log;
 pub mod tenants;

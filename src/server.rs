@@ -1,8 +1,8 @@
 //! `tessera serve`: build every service from a validated `Config` and run Pingora.
 //!
 //! Services: the proxy (HTTPS listener, optional plaintext listener), the admin API, the
-//! metrics endpoint, and background services (certificate/keyring reloader, Redis tracker,
-//! session log writer, anomaly score sweeper).
+//! metrics endpoint, and background services (certificate/keyring/config reloaders, Redis
+//! tracker, session log writer, anomaly score sweeper).
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -24,7 +24,7 @@ use crate::fragments::{EmbeddedStore, FragmentStore, StoreError};
 use crate::metrics::{self, MetricsApp};
 use crate::proxy::{HandshakeHook, Proxy};
 use crate::session_log::{self, SessionStore};
-use crate::tenants::{TenantError, TenantTable};
+use crate::tenants::{TenantError, Tenants};
 use crate::tls::CertStore;
 use crate::token::{Keyring, KeyringError};
 use crate::watch::FileStamp;
@@ -118,20 +118,28 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     metrics::global().set_tenant_label_cap(cfg.metrics.tenant_label_cap);
     let keyring = Arc::new(ArcSwap::from_pointee(load_keyring(&cfg.keys)?));
     crate::token::prepare_refusal_decoy();
-    let tenants = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream, &cfg.strip_headers)?);
+    let tenants = Tenants::new(&cfg.tenants, &cfg.upstream, &cfg.strip_headers)?;
 
     let mut server = pingora_server(&cfg, &opts);
     // With --upgrade this blocks until the old process hands its listeners over (SIGQUIT).
     // The embedded store is opened afterwards: the old process releases the file right then.
     server.bootstrap();
-    let (store, redis) = open_store(&cfg, &opts, &server)?;
+    let (store, redis, tenant_store) = open_store(&cfg, &opts, &server)?;
     let (certs, tls) = tls_settings(&cfg, &tenants)?;
-
-    let sessions_store = SessionStore::new(
-        cfg.session_log.clone(),
-        redis.clone(),
-        cfg.tenants.iter().map(|t| t.id.clone()).collect(),
+    // Tenants at runtime: config reload and the tenants API. API tenants are loaded before
+    // serving; if the store does not answer yet, `TenantSync` loads them when it does.
+    let runtime = crate::runtime::Runtime::new(
+        cfg.clone(),
+        tenants.clone(),
+        certs.clone(),
+        keyring.clone(),
+        tenant_store,
     );
+    if let Err(e) = client_runtime()?.block_on(runtime.sync()) {
+        log::warn!("API tenants not loaded at start ({e}); they will be when the store answers");
+    }
+
+    let sessions_store = SessionStore::new(cfg.session_log.clone(), redis.clone(), tenants.clone());
     let (sessions, writer) = session_log::channel(sessions_store.clone());
     let anomaly = Detector::new(tenants.clone());
 
@@ -171,6 +179,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
             anomaly: anomaly.clone(),
             audit: crate::console::audit::AuditLog::new(cfg.admin.audit_capacity),
             console,
+            runtime: runtime.clone(),
         });
         let mut admin = Service::new("tessera admin".to_string(), AdminApp(state));
         admin.add_tcp(&addr.to_string());
@@ -182,7 +191,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         server.add_service(m);
     }
 
-    server.add_service(background_service("certificate reloader", ArcService(certs)));
+    server.add_service(background_service("certificate reloader", ArcService(certs.clone())));
     if let KeysConf::File(path) = &cfg.keys {
         server.add_service(background_service(
             "keyring reloader",
@@ -195,6 +204,10 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     }
     if let Some(r) = &redis {
         server.add_service(background_service("redis tracker", r.tracker()));
+        server.add_service(background_service(
+            "tenant sync",
+            crate::runtime::TenantSync(runtime.clone()),
+        ));
     }
     server.add_service(background_service(
         "upstream DNS refresher",
@@ -212,8 +225,17 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         cfg.listen.http,
         cfg.listen.admin,
         cfg.listen.metrics,
-        tenants.len()
+        tenants.load().len()
     );
+    let (path, interval) = (cfg.path.clone(), cfg.tls.reload_interval);
+    server.add_service(background_service(
+        "config reloader",
+        crate::runtime::ConfigReloader {
+            runtime,
+            path,
+            interval,
+        },
+    ));
     server.run_forever();
 }
 
@@ -238,8 +260,13 @@ fn pingora_server(cfg: &Config, opts: &ServeOptions) -> Server {
     Server::new_with_opt_and_conf(opt, conf)
 }
 
-/// The store the proxy reads, and its Redis side when there is one (tracking, session streams).
-type OpenedStore = (Arc<dyn FragmentStore>, Option<Arc<RedisStore>>);
+/// The store the proxy reads, its Redis side when there is one (tracking, session streams),
+/// and where API tenants are kept (`runtime::store`).
+type OpenedStore = (
+    Arc<dyn FragmentStore>,
+    Option<Arc<RedisStore>>,
+    Box<dyn crate::runtime::store::TenantStore>,
+);
 
 /// Open the fragment store. The embedded store waits for an upgraded-from process to release
 /// its file and releases it in turn when a new process takes our listeners (SIGQUIT); the
@@ -264,20 +291,25 @@ fn open_store(cfg: &Config, opts: &ServeOptions, server: &Server) -> Result<Open
                     }
                 }
             });
-            Ok((e, None))
+            let tenants = Box::new(crate::runtime::store::EmbeddedTenants {
+                store: e.clone(),
+                lock: Default::default(),
+            });
+            Ok((e, None, tenants))
         }
         StoreConf::Redis(rc) => {
             let rt = client_runtime()?;
             let _guard = rt.enter();
             let r = RedisStore::new(rc.clone())?;
-            Ok((r.clone(), Some(r)))
+            let tenants = Box::new(crate::runtime::store::RedisTenants { redis: r.clone() });
+            Ok((r.clone(), Some(r), tenants))
         }
     }
 }
 
 /// TLS for the HTTPS listener: certificates by SNI (hot-reloaded by the returned store), SNI
 /// captured for routing, h2 + h1 via ALPN.
-fn tls_settings(cfg: &Config, tenants: &Arc<TenantTable>) -> Result<(Arc<CertStore>, TlsSettings), ServeError> {
+fn tls_settings(cfg: &Config, tenants: &Arc<Tenants>) -> Result<(Arc<CertStore>, TlsSettings), ServeError> {
     let certs = CertStore::new(
         cfg.tenants.iter().map(|t| t.cert.clone()).collect(),
         cfg.tls.default_cert.clone(),

@@ -1,10 +1,31 @@
 //! File change detection for the background reloaders (certificates and keys in `tls`, the
 //! keyring in `server`). A file counts as changed when its modification time or size differs
 //! from the last look; a file that cannot be read stamps as `(None, 0)`, so its return is a
-//! change too. Never on the request path: reloaders poll every `tls.reload_interval`.
+//! change too. Never on the request path: reloaders poll every `tls.reload_interval`
+//! (`every`).
 
+use std::future::Future;
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use pingora::server::ShutdownWatch;
+
+/// Run `f` every `interval` until shutdown: the reloaders' loop. A slow `f` delays the next
+/// run rather than bunching missed ones.
+pub async fn every<F, Fut>(interval: Duration, shutdown: &mut ShutdownWatch, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => f().await,
+        }
+    }
+}
 
 /// Modification time and size of a set of files, in order.
 #[derive(Clone, PartialEq, Eq, Debug)]

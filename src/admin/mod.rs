@@ -12,6 +12,13 @@
 //! GET    /v1/tenants/{t}/grants                     OAuth grants (token swap), newest first
 //! GET    /v1/tenants/{t}/grants/{g}                 one grant with its records and their state
 //! DELETE /v1/tenants/{t}/grants/{g}                 revoke every access and refresh record of the grant
+//! GET    /v1/tenants                                every tenant, YAML and API (operator)
+//! POST   /v1/tenants                                create: {id,hostnames,upstream,tls:{cert_pem,key_pem},…} → 201
+//! GET    /v1/tenants/{t}                            one tenant (no key material)
+//! PATCH  /v1/tenants/{t}                            JSON merge patch of an API tenant
+//! DELETE /v1/tenants/{t}                            remove an API tenant (its records are kept)
+//! POST   /v1/tenants/{t}/hostnames                  {hostname} added
+//! DELETE /v1/tenants/{t}/hostnames/{h}              hostname removed
 //! GET    /v1/keys                                   kids and record counts per kid (operator)
 //! POST   /v1/keys/rotate                            re-seal every record under the active kid (operator)
 //! GET    /v1/audit?tenant=&limit=                   audit log, newest first (operator: all; tenant scope: its tenant)
@@ -28,6 +35,7 @@
 mod grants;
 mod ops;
 mod route;
+mod tenants;
 mod tokens;
 
 pub(crate) use tokens::{parse_mint, parse_rotate};
@@ -54,7 +62,7 @@ use crate::console::Console;
 use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
 use crate::session_log::SessionStore;
-use crate::tenants::TenantTable;
+use crate::tenants::Tenants;
 use crate::token::Keyring;
 pub use route::{Route, RouteError};
 
@@ -63,7 +71,7 @@ const MAX_BODY: usize = 64 * 1024;
 /// What the admin API works on.
 pub struct AdminState {
     pub tokens: Vec<AdminToken>,
-    pub tenants: Arc<TenantTable>,
+    pub tenants: Arc<Tenants>,
     pub store: Arc<dyn FragmentStore>,
     pub keyring: Arc<ArcSwap<Keyring>>,
     pub sessions: Arc<SessionStore>,
@@ -72,6 +80,8 @@ pub struct AdminState {
     pub audit: AuditLog,
     /// Console sessions and overview history.
     pub console: Console,
+    /// Tenants at runtime: the tenants API (`/v1/tenants…`).
+    pub runtime: Arc<crate::runtime::Runtime>,
 }
 
 /// The admin HTTP app.
@@ -200,6 +210,13 @@ impl AdminState {
             Route::RevokeGrant { tenant, id } => self.revoke_grant(caller, tenant, id).await,
             Route::Keys => self.keys().await,
             Route::RotateKeys => self.rotate_keys(caller).await,
+            Route::ListTenants
+            | Route::CreateTenant
+            | Route::ShowTenant { .. }
+            | Route::UpdateTenant { .. }
+            | Route::DeleteTenant { .. }
+            | Route::AddHostname { .. }
+            | Route::RemoveHostname { .. } => self.tenants_api(caller, route.clone(), &body).await,
             Route::Healthz | Route::Readyz | Route::Audit => self.public(&route),
         };
         if let Some(action) = route.audit_action() {
@@ -326,7 +343,7 @@ impl AdminState {
             return Some(forbidden());
         }
         match tenant {
-            Some(t) if self.tenants.by_id(t).is_none() => Some(err(
+            Some(t) if self.tenants.load().by_id(t).is_none() => Some(err(
                 StatusCode::NOT_FOUND,
                 "unknown_tenant",
                 format!("no tenant {t:?} in the configuration"),

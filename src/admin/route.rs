@@ -45,6 +45,25 @@ pub enum Route {
     RotateKeys,
     /// `GET /v1/audit`: operators see every entry, a tenant scope its tenant's.
     Audit,
+    /// The tenants API (operator only; `crate::runtime`).
+    ListTenants,
+    CreateTenant,
+    ShowTenant {
+        id: String,
+    },
+    UpdateTenant {
+        id: String,
+    },
+    DeleteTenant {
+        id: String,
+    },
+    AddHostname {
+        id: String,
+    },
+    RemoveHostname {
+        id: String,
+        hostname: String,
+    },
 }
 
 /// Why a method + path is not a route.
@@ -89,6 +108,16 @@ impl Route {
                 tenant: t(tn),
                 id: id(g)?,
             },
+            ("GET", ["v1", "tenants"]) => Route::ListTenants,
+            ("POST", ["v1", "tenants"]) => Route::CreateTenant,
+            ("GET", ["v1", "tenants", tn]) => Route::ShowTenant { id: t(tn) },
+            ("PATCH", ["v1", "tenants", tn]) => Route::UpdateTenant { id: t(tn) },
+            ("DELETE", ["v1", "tenants", tn]) => Route::DeleteTenant { id: t(tn) },
+            ("POST", ["v1", "tenants", tn, "hostnames"]) => Route::AddHostname { id: t(tn) },
+            ("DELETE", ["v1", "tenants", tn, "hostnames", h]) => Route::RemoveHostname {
+                id: t(tn),
+                hostname: t(h),
+            },
             ("GET", ["v1", "keys"]) => Route::Keys,
             ("POST", ["v1", "keys", "rotate"]) => Route::RotateKeys,
             ("GET", ["v1", "audit"]) => Route::Audit,
@@ -114,7 +143,19 @@ impl Route {
             | Route::ListGrants { tenant }
             | Route::ShowGrant { tenant, .. }
             | Route::RevokeGrant { tenant, .. } => Some(tenant),
-            Route::Healthz | Route::Readyz | Route::Keys | Route::RotateKeys | Route::Audit => None,
+            // The tenants API is operator-only: no tenant-scoped caller reaches it.
+            Route::Healthz
+            | Route::Readyz
+            | Route::Keys
+            | Route::RotateKeys
+            | Route::Audit
+            | Route::ListTenants
+            | Route::CreateTenant
+            | Route::ShowTenant { .. }
+            | Route::UpdateTenant { .. }
+            | Route::DeleteTenant { .. }
+            | Route::AddHostname { .. }
+            | Route::RemoveHostname { .. } => None,
         }
     }
 
@@ -127,6 +168,11 @@ impl Route {
             Route::UnblockToken { .. } => Some("unblock"),
             Route::RevokeGrant { .. } => Some("revoke_grant"),
             Route::RotateKeys => Some("rotate_keys"),
+            Route::CreateTenant => Some("create_tenant"),
+            Route::UpdateTenant { .. } => Some("update_tenant"),
+            Route::DeleteTenant { .. } => Some("delete_tenant"),
+            Route::AddHostname { .. } => Some("add_hostname"),
+            Route::RemoveHostname { .. } => Some("remove_hostname"),
             _ => None,
         }
     }
@@ -144,7 +190,14 @@ impl Route {
 
     /// Whether the call reads a JSON body.
     pub fn has_body(&self) -> bool {
-        matches!(self, Route::MintToken { .. } | Route::RotateToken { .. })
+        matches!(
+            self,
+            Route::MintToken { .. }
+                | Route::RotateToken { .. }
+                | Route::CreateTenant
+                | Route::UpdateTenant { .. }
+                | Route::AddHostname { .. }
+        )
     }
 }
 
@@ -209,5 +262,15 @@ mod tests {
         assert_eq!(Route::parse(&Method::GET, "/v1/audit"), Ok(Route::Audit));
         assert_eq!(Route::Audit.audit_action(), None);
         assert_eq!(Route::RotateKeys.audit_action(), Some("rotate_keys"));
+        let r = Route::parse(&Method::DELETE, "/v1/tenants/acme/hostnames/a.example").unwrap();
+        assert_eq!(
+            r,
+            Route::RemoveHostname {
+                id: "acme".into(),
+                hostname: "a.example".into()
+            }
+        );
+        assert_eq!(r.tenant(), None, "operator only");
+        assert!(Route::parse(&Method::PATCH, "/v1/tenants/acme").unwrap().has_body());
     }
 }

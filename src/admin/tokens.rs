@@ -123,11 +123,8 @@ impl AdminState {
     fn check_header(&self, tenant: &str, header: &str) -> Result<(), Reply> {
         let name = http::HeaderName::from_bytes(header.as_bytes())
             .map_err(|_| bad_request(format!("header {header:?} is not a valid header name")))?;
-        match self
-            .tenants
-            .by_id(tenant)
-            .and_then(|t| self.tenants.credential_conflict(t, &name))
-        {
+        let table = self.tenants.load();
+        match table.by_id(tenant).and_then(|t| table.credential_conflict(t, &name)) {
             Some(why) => Err(cannot_carry(header, why)),
             None => Ok(()),
         }
@@ -189,7 +186,7 @@ impl AdminState {
             Err(e) => return store_err(e),
         };
         let keyring = self.keyring.load();
-        let tindex = self.tenants.by_id(tenant).map(|t| t.index);
+        let tindex = self.tenants.load().by_id(tenant).map(|t| t.index);
         let quarantined = tindex.map(|i| self.anomaly.quarantined(i)).unwrap_or_default();
         let tokens: Vec<Value> = entries
             .iter()
@@ -344,10 +341,10 @@ impl AdminState {
     }
 
     pub(crate) fn unblock(&self, caller: &AdminToken, tenant: &str, id: &TokenId) -> Reply {
-        let Some(t) = self.tenants.by_id(tenant) else {
+        let Some(index) = self.tenants.load().by_id(tenant).map(|t| t.index) else {
             return err(StatusCode::NOT_FOUND, "unknown_tenant", tenant.to_string());
         };
-        let was = self.anomaly.unblock(t.index, id);
+        let was = self.anomaly.unblock(index, id);
         log::info!(
             "admin: {} unblocked token_id={id} tenant={tenant} (was quarantined: {was})",
             caller.name

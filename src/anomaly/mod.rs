@@ -36,7 +36,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::{AnomalyAction, AnomalyConf};
-use crate::tenants::{Tenant, TenantTable};
+use crate::tenants::{Tenant, Tenants};
 use crate::token::{TokenId, VerifyResult};
 
 /// What a detector found. The discriminant is the bit in `Flags` and the index of the
@@ -383,7 +383,9 @@ struct Obs<'a> {
 }
 
 /// One tenant's detector state, sized by that tenant's `anomaly.max_tracked_tokens`.
-struct TenantStates {
+/// One tenant's per-token detector state, owned by its `Tenant` (`tenants`) so that it
+/// follows the tenant across table swaps.
+pub struct TenantStates {
     tokens: quick_cache::sync::Cache<TokenId, Arc<Mutex<TokenState>>>,
     /// Max score since the last sweep (f64 bits; scores ≥ 0).
     max_score: AtomicU64,
@@ -393,7 +395,7 @@ impl TenantStates {
     /// A bounded cache that never holds more than `cap` tokens. quick_cache splits its
     /// capacity over shards, rounding each shard up; pick the shard count here and round the
     /// capacity down to a multiple of it so the sum of the shard caps is at most `cap`.
-    fn new(cap: usize) -> TenantStates {
+    pub(crate) fn new(cap: usize) -> TenantStates {
         let cap = cap.max(1); // config refuses 0; a 0-capacity cache would track nothing
         let parallel = std::thread::available_parallelism().map_or(4, |n| n.get()) * 4;
         let mut shards = 1usize;
@@ -423,24 +425,18 @@ impl TenantStates {
     }
 }
 
-/// Anomaly detector shared by all proxy threads.
+/// Anomaly detector shared by all proxy threads. Per-token state lives in each tenant
+/// (`Tenant::anomaly_state`); the quarantine set is keyed by the tenant's stable index.
 pub struct Detector {
-    tenants: Arc<TenantTable>,
-    /// Indexed like `tenants`.
-    states: Vec<TenantStates>,
+    tenants: Arc<Tenants>,
     quarantine: RwLock<HashSet<(usize, TokenId)>>,
     quarantined: AtomicUsize,
 }
 
 impl Detector {
-    pub fn new(tenants: Arc<TenantTable>) -> Arc<Detector> {
-        let states = tenants
-            .iter()
-            .map(|t| TenantStates::new(t.anomaly.max_tracked_tokens))
-            .collect();
+    pub fn new(tenants: Arc<Tenants>) -> Arc<Detector> {
         Arc::new(Detector {
             tenants,
-            states,
             quarantine: RwLock::new(HashSet::new()),
             quarantined: AtomicUsize::new(0),
         })
@@ -474,7 +470,10 @@ impl Detector {
 
     /// Tokens with detector state held for a tenant (at most its `max_tracked_tokens`).
     pub fn tracked(&self, tenant: usize) -> usize {
-        self.states.get(tenant).map_or(0, |s| s.tokens.len())
+        self.tenants
+            .load()
+            .get(tenant)
+            .map_or(0, |t| t.anomaly_state.tokens.len())
     }
 
     /// Feed one finished request; returns the anomalies it raised (already counted).
@@ -493,7 +492,7 @@ impl Detector {
         }
         // Only tokens that verified carry per-token history; failed ones would let anyone
         // grow the state table with random ids.
-        if let (Some(id), Some(VerifyResult::Ok), Some(ts)) = (o.token_id, o.verify, self.states.get(o.tenant.index)) {
+        if let (Some(id), Some(VerifyResult::Ok), ts) = (o.token_id, o.verify, &o.tenant.anomaly_state) {
             flags.0 |= Self::observe_token(ts, c, o, id, now_ms).0;
             if c.action == AnomalyAction::Block && !flags.and(Flags(!AnomalyKind::BadTokenUse.bit())).is_empty() {
                 self.hold(o.tenant, id);
@@ -539,13 +538,12 @@ impl Detector {
 
     /// Publish per-tenant max scores and tracked-token counts; reset the maxima.
     pub fn sweep(&self) {
-        for t in self.tenants.iter() {
-            if let Some(s) = self.states.get(t.index) {
-                t.metrics
-                    .anomaly_score
-                    .set(f64::from_bits(s.max_score.swap(0, Ordering::Relaxed)));
-                t.metrics.tracked_tokens.set(s.tokens.len() as i64);
-            }
+        for t in self.tenants.load_full().iter() {
+            let s = &t.anomaly_state;
+            t.metrics
+                .anomaly_score
+                .set(f64::from_bits(s.max_score.swap(0, Ordering::Relaxed)));
+            t.metrics.tracked_tokens.set(s.tokens.len() as i64);
         }
     }
 }

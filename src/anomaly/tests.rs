@@ -155,8 +155,9 @@ fn each_tenant_honours_its_own_cap() {
         k = key.display(),
     );
     let cfg = crate::config::Config::from_yaml(&yaml, &dir.path().join("t.yaml")).unwrap();
-    let table = Arc::new(TenantTable::build(&cfg.tenants, &cfg.upstream, &cfg.strip_headers).unwrap());
-    let d = Detector::new(table.clone());
+    let tenants = Tenants::new(&cfg.tenants, &cfg.upstream, &cfg.strip_headers).unwrap();
+    let table = tenants.load_full();
+    let d = Detector::new(tenants);
     let see = |tenant: usize, n: u8, k: u8| {
         let id = TokenId([n, k, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
         d.observe_at(

@@ -61,7 +61,7 @@ impl fmt::Display for ProblemList<'_> {
 }
 
 /// Validated configuration.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
     pub listen: Listen,
@@ -83,6 +83,8 @@ pub struct Config {
     /// Removed from every client request, besides the tenant header names of all tenants.
     pub strip_headers: Vec<HeaderName>,
     pub limits: Limits,
+    /// The global `anomaly` section, as tenants inherit it (API tenants too).
+    pub anomaly: AnomalyConf,
     pub tenants: Vec<TenantConf>,
 }
 
@@ -94,7 +96,7 @@ pub struct Listen {
     pub admin: Option<SocketAddr>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TlsConf {
     pub default_cert: Option<CertSource>,
     pub reload_interval: Duration,
@@ -261,7 +263,7 @@ pub struct UpstreamConf {
     pub url: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TenantConf {
     pub id: Arc<str>,
     pub hostnames: Vec<HostPattern>,
@@ -436,6 +438,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
     };
     let global_anomaly = anomaly_conf(&AnomalyConf::default(), &raw.anomaly, "anomaly", c);
     let tenants = tenants_conf(raw.tenants, &global_anomaly, c);
+    let anomaly = global_anomaly;
     headers::across_tenants(&tenants, c);
     let strip_headers = headers::strip_headers(raw.strip_headers.as_deref(), c);
     if tenants.is_empty() && c.problems.is_empty() {
@@ -462,6 +465,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         metrics,
         strip_headers,
         limits,
+        anomaly,
         tenants,
     })
 }
@@ -797,7 +801,7 @@ fn tenants_conf(raw: Vec<RawTenant>, global_anomaly: &AnomalyConf, c: &mut Check
     let mut tenants = Vec::new();
     let mut seen_hosts: std::collections::HashMap<HostPattern, String> = Default::default();
     for (i, t) in raw.into_iter().enumerate() {
-        if let Some(tc) = tenant(i, t, global_anomaly, c) {
+        if let Some(tc) = tenant(&format!("tenants[{i}]"), t, None, global_anomaly, c) {
             for h in tc.all_hostnames() {
                 if let Some(other) = seen_hosts.insert(h.clone(), tc.id.to_string()) {
                     c.bad(
@@ -946,8 +950,40 @@ pub(super) fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
     })
 }
 
-fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Option<TenantConf> {
-    let key = format!("tenants[{i}]");
+/// Certificate, key and upstream CA given as PEM text rather than file paths: tenants created
+/// through the admin API (`crate::runtime`).
+pub struct TenantPem<'a> {
+    /// Names the source in messages and logs, e.g. `api:acme`.
+    pub label: String,
+    pub cert_pem: &'a [u8],
+    pub key_pem: &'a [u8],
+    pub upstream_ca_pem: Option<&'a [u8]>,
+}
+
+/// Validate one tenant given through the admin API: the same checks and messages as a YAML
+/// tenant, keys prefixed with `key` (e.g. `tenant`). `raw.cert`, `raw.key` and
+/// `raw.upstream_ca` are ignored in favour of `pem`. Conflicts with other tenants are the
+/// caller's (`runtime`).
+pub fn validate_tenant(
+    key: &str,
+    raw: RawTenant,
+    pem: TenantPem<'_>,
+    global_anomaly: &AnomalyConf,
+) -> Result<TenantConf, Vec<Problem>> {
+    let mut c = Checker { problems: vec![] };
+    match tenant(key, raw, Some(pem), global_anomaly, &mut c) {
+        Some(t) if c.problems.is_empty() => Ok(t),
+        _ => Err(c.problems),
+    }
+}
+
+fn tenant(
+    key: &str,
+    t: RawTenant,
+    pem: Option<TenantPem<'_>>,
+    global: &AnomalyConf,
+    c: &mut Checker,
+) -> Option<TenantConf> {
     let before = c.problems.len();
     if !valid_tenant_id(&t.id) {
         c.bad(
@@ -978,7 +1014,11 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
     // The certificate must cover the OAuth hostnames too (one certificate per tenant).
     let mut cert_names = hostnames.clone();
     cert_names.extend(oauth.iter().flat_map(|o| o.hostnames.iter().cloned()));
-    let cert = match CertSource::load(PathBuf::from(&t.cert), PathBuf::from(&t.key), &cert_names) {
+    let loaded = match &pem {
+        Some(p) => CertSource::from_pem(&p.label, p.cert_pem, p.key_pem, &cert_names),
+        None => CertSource::load(PathBuf::from(&t.cert), PathBuf::from(&t.key), &cert_names),
+    };
+    let cert = match loaded {
         Ok(s) => Some(s),
         Err(e) => {
             c.bad(format!("{key}.cert"), e.to_string());
@@ -992,17 +1032,21 @@ fn tenant(i: usize, t: RawTenant, global: &AnomalyConf, c: &mut Checker) -> Opti
             None
         }
     };
-    let upstream_ca = t
-        .upstream_ca
+    let ca = match &pem {
+        Some(p) => p.upstream_ca_pem.map(crate::tls::ca_ders_from_pem),
+        None => t.upstream_ca.as_ref().map(|p| crate::tls::load_ca_ders(Path::new(p))),
+    };
+    let upstream_ca = ca.and_then(|r| match r {
+        Ok(v) => Some(v),
+        Err(m) => {
+            c.bad(format!("{key}.upstream_ca"), m);
+            None
+        }
+    });
+    let has_ca = pem
         .as_ref()
-        .and_then(|p| match crate::tls::load_ca_ders(Path::new(p)) {
-            Ok(v) => Some(v),
-            Err(m) => {
-                c.bad(format!("{key}.upstream_ca"), m);
-                None
-            }
-        });
-    if t.upstream_ca.is_some() && upstream.as_ref().is_some_and(|u| !u.tls) {
+        .map_or(t.upstream_ca.is_some(), |p| p.upstream_ca_pem.is_some());
+    if has_ca && upstream.as_ref().is_some_and(|u| !u.tls) {
         c.bad(
             format!("{key}.upstream_ca"),
             "set, but the upstream is http://; use https:// or drop upstream_ca",

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,7 +172,7 @@ pub struct RawSessionLog {
     pub memory_per_tenant: Option<usize>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAnomaly {
     pub enabled: Option<bool>,
@@ -231,7 +231,7 @@ pub struct RawTenant {
     pub oauth: Option<RawOAuth>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOAuth {
     pub hostnames: Vec<String>,

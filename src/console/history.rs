@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::tenants::TenantTable;
+use crate::tenants::Tenants;
 
 /// Minutes kept (one extra sample so a full hour can be subtracted).
 const KEEP: usize = 61;
@@ -32,13 +32,13 @@ pub struct Summary {
 
 /// Samples of every tenant, indexed like the tenant table.
 pub struct History {
-    tenants: Arc<TenantTable>,
+    tenants: Arc<Tenants>,
     rings: Mutex<Vec<VecDeque<[u64; 3]>>>,
 }
 
 impl History {
-    pub fn new(tenants: Arc<TenantTable>) -> History {
-        let rings = vec![VecDeque::with_capacity(KEEP); tenants.len()];
+    pub fn new(tenants: Arc<Tenants>) -> History {
+        let rings = vec![VecDeque::with_capacity(KEEP); tenants.load().len()];
         History {
             tenants,
             rings: Mutex::new(rings),
@@ -48,7 +48,12 @@ impl History {
     /// Take one sample of every tenant.
     pub fn sample(&self) {
         let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
-        for t in self.tenants.iter() {
+        let table = self.tenants.load();
+        for t in table.iter() {
+            // Tenants added at runtime get new (stable) indices.
+            if rings.len() <= t.index {
+                rings.resize(t.index + 1, VecDeque::new());
+            }
             if let Some(r) = rings.get_mut(t.index) {
                 if r.len() >= KEEP {
                     r.pop_front();
@@ -60,7 +65,8 @@ impl History {
 
     /// The overview numbers of tenant `index`, with its live totals as the newest point.
     pub fn summary(&self, index: usize) -> Summary {
-        let Some(t) = self.tenants.iter().find(|t| t.index == index) else {
+        let table = self.tenants.load();
+        let Some(t) = table.iter().find(|t| t.index == index) else {
             return Summary::default();
         };
         let now = t.metrics.totals();

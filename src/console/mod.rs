@@ -43,7 +43,7 @@ use zeroize::Zeroizing;
 
 use crate::admin::{AdminState, Reply};
 use crate::config::{AdminConf, AdminToken, Scope};
-use crate::tenants::TenantTable;
+use crate::tenants::Tenants;
 use crate::token::TokenId;
 use audit::Source;
 use form::Form;
@@ -70,7 +70,7 @@ pub struct Console {
 const MAX_STREAMS: usize = 32;
 
 impl Console {
-    pub fn new(conf: &AdminConf, tenants: Arc<TenantTable>) -> Console {
+    pub fn new(conf: &AdminConf, tenants: Arc<Tenants>) -> Console {
         Console {
             sessions: Sessions::new(conf.console_idle, conf.console_absolute),
             history: Arc::new(History::new(tenants)),

@@ -246,7 +246,7 @@ async fn token_counts(state: &AdminState) -> HashMap<String, (u64, u64)> {
         }
         out.entry(e.tenant.clone()).or_default().0 += 1;
     }
-    for t in state.tenants.iter() {
+    for t in state.tenants.load().iter() {
         let q = state.anomaly.quarantined(t.index).len() as u64;
         if q > 0 {
             out.entry(t.id.to_string()).or_default().1 = q;
@@ -272,7 +272,7 @@ pub(super) async fn overview(state: &AdminState, cur: &Current) -> Page {
                     th scope="col" { "Request rate" }
                 } }
                 tbody {
-                    @for t in state.tenants.iter() {
+                    @for t in state.tenants.load().iter() {
                         @if crate::admin::AdminState::allowed(&cur.caller, Some(&t.id)) {
                             @let sum = state.console.history.summary(t.index);
                             @let (active, quarantined) = counts.get(&*t.id).copied().unwrap_or((0, 0));
@@ -512,6 +512,7 @@ pub(super) async fn token(state: &AdminState, cur: &Current, t: &str, id: &Token
     let last = all.first();
     let quarantined = state
         .tenants
+        .load()
         .by_id(t)
         .is_some_and(|tn| state.anomaly.is_quarantined(tn.index, id));
     // A revoke replaces the record by a tombstone: its label and metadata are gone.

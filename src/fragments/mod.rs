@@ -180,6 +180,12 @@ impl EmbeddedStore {
         }
     }
 
+    /// The open database (other tables than the fragments': API tenants, `crate::runtime`);
+    /// `None` after `release`.
+    pub fn database(&self) -> Option<Arc<redb::Database>> {
+        self.db.read().ok().and_then(|d| d.clone())
+    }
+
     fn err(&self, reason: impl ToString) -> StoreError {
         StoreError::Embedded {
             path: self.path.display().to_string(),

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub session_log_dropped: IntCounterVec,
     pub session_log_written: IntCounterVec,
     pub cert_reloads: IntCounterVec,
+    /// `tessera_config_reloads_total{result}`: config file / tenant changes applied at runtime
+    /// (`ok`), refused as invalid (`invalid`), or failed while building (`error`).
+    pub config_reloads: IntCounterVec,
     pub tenant_label_overflow: IntCounter,
     pub bad_requests: IntCounterVec,
     pub admin_requests: IntCounterVec,
@@ -342,6 +345,7 @@ impl SessionLogFamilies {
 /// guard, admin API.
 struct ProcessFamilies {
     cert_reloads: IntCounterVec,
+    config_reloads: IntCounterVec,
     tenant_label_overflow: IntCounter,
     bad_requests: IntCounterVec,
     guard_refusals: IntCounterVec,
@@ -364,6 +368,12 @@ impl ProcessFamilies {
                 r,
                 "tessera_cert_reloads_total",
                 "Certificate reload attempts.",
+                &["result"],
+            ),
+            config_reloads: counter_vec(
+                r,
+                "tessera_config_reloads_total",
+                "Config file reloads and tenant changes: ok (applied), invalid (refused, old config kept), error.",
                 &["result"],
             ),
             tenant_label_overflow: counter(
@@ -435,6 +445,7 @@ impl Metrics {
             session_log_written: l.written,
             session_log_trim_errors: l.trim_errors,
             cert_reloads: p.cert_reloads,
+            config_reloads: p.config_reloads,
             tenant_label_overflow: p.tenant_label_overflow,
             bad_requests: p.bad_requests,
             guard_refusals: p.guard_refusals,

@@ -1,7 +1,7 @@
 //! Header helpers for `request_filter` (checks before routing) and `upstream_request_filter`
 //! (what is stripped and set on the way upstream).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -60,8 +60,23 @@ pub fn request_id(req: &RequestHeader) -> HeaderValue {
         c.set(n);
         n
     });
-    let s = format!("{prefix:016x}-{n:x}");
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    // `{prefix:016x}-{n:x}` written on the stack: one allocation (the header value's own).
+    let mut buf = [0u8; 33];
+    let mut len = hex_into(&mut buf, prefix, 16);
+    buf[len] = b'-';
+    len += 1;
+    let digits = (16 - n.leading_zeros() as usize / 4).max(1);
+    len += hex_into(&mut buf[len..], n, digits);
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The low `digits` hex digits of `v` (lower case) at the start of `out`; returns `digits`.
+fn hex_into(out: &mut [u8], v: u64, digits: usize) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, o) in out[..digits].iter_mut().enumerate() {
+        *o = HEX[((v >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    digits
 }
 
 /// Header names listed in `Connection` (lower-case), minus the ones Pingora manages itself.
@@ -171,6 +186,15 @@ pub(crate) const HOP_BY_HOP: [&str; 5] = [
 /// the client listed in `Connection`. Framing (`Transfer-Encoding`, `Content-Length`) is left
 /// to Pingora.
 pub fn strip_hop_by_hop(up: &mut RequestHeader) {
+    // Most requests carry none of these: one pass over the names instead of six removals
+    // (each parses and hashes its name). `Connection`-listed names need `Connection` present.
+    if !up
+        .headers
+        .keys()
+        .any(|k| k == http::header::TE || HOP_BY_HOP.contains(&k.as_str()))
+    {
+        return;
+    }
     let listed = connection_listed(&up.headers);
     for name in listed {
         up.remove_header(name.as_str());
@@ -192,6 +216,13 @@ pub fn strip_hop_by_hop(up: &mut RequestHeader) {
 /// listed in `Connection`, and `Keep-Alive`, `Proxy-Connection`. Pingora writes its own
 /// `Connection` and framing headers for the client.
 pub fn strip_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
+    if !resp
+        .headers
+        .keys()
+        .any(|k| matches!(k.as_str(), "connection" | "keep-alive" | "proxy-connection"))
+    {
+        return;
+    }
     let listed = connection_listed(&resp.headers);
     for name in listed {
         resp.remove_header(name.as_str());
@@ -200,13 +231,43 @@ pub fn strip_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
     resp.remove_header("proxy-connection");
 }
 
+thread_local! {
+    /// The last client address this thread wrote as a header value: keep-alive requests on a
+    /// connection (and most requests of a busy client) reuse it without formatting or
+    /// allocating (a `HeaderValue` clone is a reference count).
+    static LAST_IP: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `ip` as a header value (cached per thread, see `LAST_IP`).
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    LAST_IP.with(|last| {
+        if let Some((cached, v)) = &*last.borrow() {
+            if *cached == ip {
+                return v.clone();
+            }
+        }
+        // Longest IPv6 text form is 45 bytes (IPv4-mapped with zone-less dotted quad).
+        let mut buf = [0u8; 64];
+        let mut w = &mut buf[..];
+        let written = std::io::Write::write_fmt(&mut w, format_args!("{ip}")).map(|()| 64 - w.len());
+        let v = written
+            .ok()
+            .and_then(|n| HeaderValue::from_bytes(&buf[..n]).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("unknown"));
+        *last.borrow_mut() = Some((ip, v.clone()));
+        v
+    })
+}
+
 /// Append the client address to `X-Forwarded-For`.
 pub fn append_forwarded_for(up: &mut RequestHeader, ip: IpAddr) -> Result<()> {
-    let value = match up.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip.to_string(),
-    };
-    up.insert_header("x-forwarded-for", value)?;
+    match up.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            let value = format!("{prev}, {ip}");
+            up.insert_header("x-forwarded-for", value)?;
+        }
+        _ => up.insert_header("x-forwarded-for", ip_value(ip))?,
+    }
     Ok(())
 }
 
@@ -259,6 +320,53 @@ mod tests {
         assert_ne!(request_id(&req), long.as_str());
         req.insert_header("x-request-id", "a".repeat(64).as_str()).unwrap();
         assert_eq!(request_id(&req), "a".repeat(64).as_str());
+    }
+
+    #[test]
+    fn generated_request_ids_are_prefix_dash_counter() {
+        let req = RequestHeader::build("GET", b"/", None).unwrap();
+        let a = request_id(&req);
+        let b = request_id(&req);
+        let (pa, na) = a.to_str().unwrap().split_once('-').unwrap();
+        let (pb, nb) = b.to_str().unwrap().split_once('-').unwrap();
+        assert_eq!(pa.len(), 16);
+        assert_eq!(pa, pb, "one prefix per thread");
+        let (na, nb) = (
+            u64::from_str_radix(na, 16).unwrap(),
+            u64::from_str_radix(nb, 16).unwrap(),
+        );
+        assert_eq!(nb, na + 1);
+        // Same text as `format!("{prefix:016x}-{n:x}")`: lower case, no leading zeros.
+        assert_eq!(
+            b.to_str().unwrap(),
+            format!("{:016x}-{nb:x}", u64::from_str_radix(pb, 16).unwrap())
+        );
+        let mut buf = [0u8; 16];
+        assert_eq!(hex_into(&mut buf, 0x0abc, 4), 4);
+        assert_eq!(&buf[..4], b"0abc");
+        assert_eq!(hex_into(&mut buf, u64::MAX, 16), 16);
+        assert_eq!(&buf[..16], b"ffffffffffffffff");
+    }
+
+    #[test]
+    fn forwarded_for_per_address() {
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::ffff:192.0.2.7".parse().unwrap();
+        for (ip, text) in [
+            (v4, "192.0.2.7"),
+            (v4, "192.0.2.7"),
+            (v6, "2001:db8::ffff:c000:207"),
+            (v4, "192.0.2.7"),
+        ] {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            append_forwarded_for(&mut req, ip).unwrap();
+            assert_eq!(req.headers.get("x-forwarded-for").unwrap(), text);
+            append_forwarded_for(&mut req, v6).unwrap();
+            assert_eq!(
+                req.headers.get("x-forwarded-for").unwrap(),
+                format!("{text}, 2001:db8::ffff:c000:207").as_str()
+            );
+        }
     }
 
     fn with_cl(values: &[&str]) -> RequestHeader {
@@ -345,6 +453,29 @@ mod tests {
         req.insert_header("te", "trailers").unwrap();
         strip_hop_by_hop(&mut req);
         assert!(req.headers.get("te").is_some());
+    }
+
+    /// The fast path (no hop-by-hop name present) must not skip any single one of them.
+    #[test]
+    fn each_hop_by_hop_name_alone_is_removed() {
+        for h in HOP_BY_HOP.into_iter().chain(["te"]) {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.insert_header(h, "x").unwrap();
+            req.insert_header("x-keep", "1").unwrap();
+            strip_hop_by_hop(&mut req);
+            assert!(req.headers.get(h).is_none(), "{h} kept");
+            assert!(req.headers.get("x-keep").is_some());
+        }
+        let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("connection", "x-hop").unwrap();
+        resp.insert_header("x-hop", "1").unwrap();
+        resp.insert_header("proxy-connection", "1").unwrap();
+        resp.insert_header("x-keep", "1").unwrap();
+        strip_response_hop_by_hop(&mut resp);
+        for h in ["x-hop", "proxy-connection"] {
+            assert!(resp.headers.get(h).is_none(), "{h} kept");
+        }
+        assert!(resp.headers.get("x-keep").is_some());
     }
 
     /// Found by `fuzz/` (request_head): one non-ASCII byte in `Connection` made the whole value

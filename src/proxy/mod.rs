@@ -5,6 +5,8 @@
 //!      │
 //! request_filter ─ guard: an HTTP/2 stream the client already reset ends here (checked
 //!      │           before routing and again after the store lookup; `guard::Guard`)
+//!      │           tenants: one snapshot of the tenant table loaded, kept in ctx for every
+//!      │           later phase (`tenants` module doc: swaps at runtime)
 //!      │           route: tenant from SNI, Host must match (421) ─ no tenant: 404
 //!      │           auth:  Part A parsed offline → quarantine check → Part B from the store
 //!      │                  (503 if unavailable) → token reconstructed into ctx (401 on any failure)
@@ -41,7 +43,7 @@ use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
 use crate::session_log::OAuthAudit;
 use crate::session_log::{RecordDraft, SessionLogger};
-use crate::tenants::{Surface, Tenant, TenantTable};
+use crate::tenants::{Snapshot, Surface, Tenant, TenantTable, Tenants};
 use crate::token::{self, Keyring, PartA, TokenId, VerifyResult};
 
 pub use handshake::{HandshakeHook, SniInfo};
@@ -50,7 +52,8 @@ pub use respond::{BadRequest, Refusal};
 
 /// Everything the proxy phases share, built once at start-up.
 pub struct Proxy {
-    pub tenants: Arc<TenantTable>,
+    /// The live tenant table; a request loads it once (`Ctx::tenants`).
+    pub tenants: Arc<Tenants>,
     pub store: Arc<dyn FragmentStore>,
     pub keyring: Arc<ArcSwap<Keyring>>,
     pub sessions: SessionLogger,
@@ -67,6 +70,8 @@ pub struct Proxy {
 /// `upstream_request_filter`.
 pub struct Ctx {
     started: Instant,
+    /// The tenant table this request runs on, loaded once in `request_filter`.
+    tenants: Option<Snapshot>,
     tenant: Option<usize>,
     /// The credential header, built in `request_filter`; its value owns the only copy of the
     /// token (wiped on drop) and is marked sensitive.
@@ -88,14 +93,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn tenant<'a>(&self, p: &'a Proxy) -> Option<&'a Tenant> {
-        self.tenant.and_then(|i| p.tenants.get(i))
+    fn tenant(&self) -> Option<&Tenant> {
+        self.tenants.as_ref()?.get(self.tenant?)
     }
 }
 
 impl Proxy {
     /// Route the request to a tenant. `Err` carries the refusal to send.
-    fn route(&self, session: &Session, ctx: &mut Ctx) -> Result<usize, Refusal> {
+    fn route(&self, session: &Session, table: &TenantTable, ctx: &mut Ctx) -> Result<usize, Refusal> {
         let sni: Option<&SniInfo> = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
@@ -107,7 +112,7 @@ impl Proxy {
             metrics::global().bad_requests.with_label_values(&["no_host"]).inc();
             return Err(Refusal::BadRequest(BadRequest::NoHost));
         };
-        let host_route = self.tenants.lookup_surface(host);
+        let host_route = table.lookup_surface(host);
         let host_tenant = host_route.map(|r| r.0);
         if let Some((_, surface)) = host_route {
             ctx.surface = surface;
@@ -119,10 +124,14 @@ impl Proxy {
                     metrics::global().bad_requests.with_label_values(&["misdirected"]).inc();
                     Err(Refusal::Misdirected)
                 }
-                None => {
-                    metrics::global().bad_requests.with_label_values(&["unknown_sni"]).inc();
-                    Err(Refusal::NoTenant)
-                }
+                // Unknown at handshake (default certificate): a tenant added since may serve it.
+                None => match info.unknown_name.as_deref().and_then(|n| table.lookup(n)) {
+                    Some(t) if host_tenant == Some(t) => Ok(t),
+                    _ => {
+                        metrics::global().bad_requests.with_label_values(&["unknown_sni"]).inc();
+                        Err(Refusal::NoTenant)
+                    }
+                },
             },
             // Plaintext listener: the Host header decides.
             None => host_tenant.ok_or_else(|| {
@@ -141,6 +150,7 @@ impl Proxy {
     async fn authenticate(
         &self,
         session: &Session,
+        table: &TenantTable,
         tenant: &Tenant,
         ctx: &mut Ctx,
     ) -> Result<(HeaderName, HeaderValue), Refusal> {
@@ -183,7 +193,7 @@ impl Proxy {
         let cred = token::reconstruct(&keyring, &tenant.id, &part_a, &record, crate::clock::unix_secs())
             .map_err(|e| Refusal::Token(e.into()))?;
         let (name, value) = headers::credential_header(cred).map_err(|_| Refusal::Token(VerifyResult::Tampered))?;
-        if let Some(why) = self.tenants.credential_conflict(tenant, &name) {
+        if let Some(why) = table.credential_conflict(tenant, &name) {
             log::warn!(
                 "tenant={} token_id={} refused: its credential header {name} is {why}",
                 tenant.id,
@@ -202,6 +212,7 @@ impl ProxyHttp for Proxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             started: Instant::now(),
+            tenants: None,
             tenant: None,
             credential: None,
             token_id: None,
@@ -224,61 +235,19 @@ impl ProxyHttp for Proxy {
         if self.guard.h2_stream_reset(session) {
             return Ok(true);
         }
-        ctx.request_id = Some(headers::request_id(session.req_header()));
-        let outcome = match self.check_headers(session).and_then(|()| self.route(session, ctx)) {
-            Ok(t) => {
-                ctx.tenant = Some(t);
-                match self.tenants.get(t) {
-                    Some(tenant) if ctx.surface == Surface::OAuth => {
-                        if let Some(handled) = self.oauth_endpoint(session, tenant, ctx).await {
-                            return handled;
-                        }
-                        // Other OAuth pages need no Part A; one sent anyway (userinfo with the
-                        // access Part A) is swapped like on the API.
-                        if Self::carries_part_a(session) {
-                            let res = self.authenticate(session, tenant, ctx).await;
-                            let result = res.as_ref().map_or_else(Refusal::verify_result, |_| VerifyResult::Ok);
-                            ctx.verify = Some(result);
-                            tenant.metrics.verification(result);
-                            res.map(|c| ctx.credential = Some(c))
-                        } else {
-                            Ok(())
-                        }
-                    }
-                    Some(tenant) if tenant.auth == AuthMode::SplitToken => {
-                        let res = self.authenticate(session, tenant, ctx).await;
-                        let result = res.as_ref().map_or_else(Refusal::verify_result, |_| VerifyResult::Ok);
-                        ctx.verify = Some(result);
-                        tenant.metrics.verification(result);
-                        res.map(|c| ctx.credential = Some(c))
-                    }
-                    _ => Ok(()),
-                }
-            }
-            Err(r) => Err(r),
-        };
-        match outcome {
-            // Checked again after the store lookup: a stream reset meanwhile never reaches
-            // the upstream, and the credential is dropped (zeroized) here.
-            Ok(()) if self.guard.h2_stream_reset(session) => {
-                ctx.credential = None;
-                Ok(true)
-            }
-            Ok(()) => Ok(false),
-            Err(refusal) => {
-                ctx.refusal = Some(refusal);
-                respond::refuse(session, refusal, ctx.request_id.as_ref()).await?;
-                Ok(true)
-            }
-        }
+        // One snapshot for the whole request (one atomic load); later phases read it from ctx.
+        let table = self.tenants.load();
+        let res = self.filter(session, &table, ctx).await;
+        ctx.tenants = Some(table);
+        res
     }
 
     /// Where to send the request: the tenant's peer, prepared at load time.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let tenant = ctx
-            .tenant(self)
-            .ok_or_else(|| Error::explain(InternalError, "upstream_peer without a tenant"))?;
         ctx.upstream_started = Some(Instant::now());
+        let tenant = ctx
+            .tenant()
+            .ok_or_else(|| Error::explain(InternalError, "upstream_peer without a tenant"))?;
         match (ctx.surface, &tenant.oauth) {
             (Surface::OAuth, Some(o)) => Ok(Box::new(HttpPeer::clone(&o.peer.load()))),
             _ => Ok(Box::new(HttpPeer::clone(&tenant.peer.load()))),
@@ -293,19 +262,19 @@ impl ProxyHttp for Proxy {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let tenant = ctx
-            .tenant(self)
-            .ok_or_else(|| Error::explain(InternalError, "upstream_request_filter without a tenant"))?;
-        let oauth = ctx.surface == Surface::OAuth;
         // The credential next (see `shape_upstream`); on OAuth hostnames without a Part A the
         // client's own `Authorization` (client authentication) passes through.
         let credential = ctx.credential.take();
+        let (Some(table), Some(tenant)) = (ctx.tenants.as_deref(), ctx.tenant()) else {
+            return Error::e_explain(InternalError, "upstream_request_filter without a tenant");
+        };
+        let oauth = ctx.surface == Surface::OAuth;
         let keep_authorization = oauth && credential.is_none();
         let host = match (oauth, &tenant.oauth) {
             (true, Some(o)) => &o.upstream_host,
             _ => &tenant.upstream_host,
         };
-        self.shape_upstream(session, up, tenant, host, credential, keep_authorization, ctx)
+        self.shape_upstream(session, up, table, tenant, host, credential, keep_authorization, ctx)
     }
 
     /// Long uploads are cut at `upstream.max_request_duration`.
@@ -348,7 +317,7 @@ impl ProxyHttp for Proxy {
             resp.insert_header("x-request-id", id.clone())?;
         }
         if ctx.surface == Surface::OAuth {
-            if let Some(o) = ctx.tenant(self).and_then(|t| t.oauth.as_ref()) {
+            if let Some(o) = ctx.tenant().and_then(|t| t.oauth.as_ref()) {
                 crate::oauth::rewrite_location(resp, o, &vanity_origin(session, ctx.tls))?;
             }
         }
@@ -363,7 +332,7 @@ impl ProxyHttp for Proxy {
         if let Some(r) = refusal {
             ctx.refusal = Some(r);
             static FAILED: crate::logging::RateLimited = crate::logging::RateLimited::new();
-            if let (Some(t), Some(n)) = (ctx.tenant(self), FAILED.hit()) {
+            if let (Some(t), Some(n)) = (ctx.tenant(), FAILED.hit()) {
                 log::warn!(
                     "tenant={} upstream={} request failed: {e} ({n} upstream failures since the last line)",
                     t.id,
@@ -391,7 +360,8 @@ impl ProxyHttp for Proxy {
     /// Runs once per request, whatever happened. Never awaits I/O.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         ctx.credential = None;
-        let Some(tenant) = ctx.tenant(self) else {
+        let oauth = ctx.oauth.take();
+        let Some(tenant) = ctx.tenant() else {
             return;
         };
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -436,13 +406,68 @@ impl ProxyHttp for Proxy {
                     ctx.refusal.map(|r| r.label()),
                     flags,
                 )
-                .with_oauth(ctx.oauth.take()),
+                .with_oauth(oauth),
             );
         }
     }
 }
 
 impl Proxy {
+    /// `request_filter` on the request's tenant snapshot: route, then authenticate or answer
+    /// an intercepted OAuth endpoint. Same return values as `request_filter`.
+    async fn filter(&self, session: &mut Session, table: &TenantTable, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = Some(headers::request_id(session.req_header()));
+        let outcome = match self
+            .check_headers(session, table)
+            .and_then(|()| self.route(session, table, ctx))
+        {
+            Ok(t) => {
+                ctx.tenant = Some(t);
+                match table.get(t) {
+                    Some(tenant) if ctx.surface == Surface::OAuth => {
+                        if let Some(handled) = self.oauth_endpoint(session, table, tenant, ctx).await {
+                            return handled;
+                        }
+                        // Other OAuth pages need no Part A; one sent anyway (userinfo with the
+                        // access Part A) is swapped like on the API.
+                        if Self::carries_part_a(session) {
+                            let res = self.authenticate(session, table, tenant, ctx).await;
+                            let result = res.as_ref().map_or_else(Refusal::verify_result, |_| VerifyResult::Ok);
+                            ctx.verify = Some(result);
+                            tenant.metrics.verification(result);
+                            res.map(|c| ctx.credential = Some(c))
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Some(tenant) if tenant.auth == AuthMode::SplitToken => {
+                        let res = self.authenticate(session, table, tenant, ctx).await;
+                        let result = res.as_ref().map_or_else(Refusal::verify_result, |_| VerifyResult::Ok);
+                        ctx.verify = Some(result);
+                        tenant.metrics.verification(result);
+                        res.map(|c| ctx.credential = Some(c))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Err(r) => Err(r),
+        };
+        match outcome {
+            // Checked again after the store lookup: a stream reset meanwhile never reaches
+            // the upstream, and the credential is dropped (zeroized) here.
+            Ok(()) if self.guard.h2_stream_reset(session) => {
+                ctx.credential = None;
+                Ok(true)
+            }
+            Ok(()) => Ok(false),
+            Err(refusal) => {
+                ctx.refusal = Some(refusal);
+                respond::refuse(session, refusal, ctx.request_id.as_ref()).await?;
+                Ok(true)
+            }
+        }
+    }
+
     /// The request headers for an upstream: hop-by-hop headers dropped, client copies of
     /// tenant headers and `strip_headers` removed, then the credential, then Tessera's own
     /// headers (Host, `X-Forwarded-*`, `X-Request-Id`, extra headers), the tenant header last.
@@ -454,6 +479,7 @@ impl Proxy {
         &self,
         session: &Session,
         up: &mut RequestHeader,
+        table: &TenantTable,
         tenant: &Tenant,
         upstream_host: &HeaderValue,
         credential: Option<(HeaderName, HeaderValue)>,
@@ -461,7 +487,7 @@ impl Proxy {
         ctx: &Ctx,
     ) -> Result<()> {
         headers::strip_hop_by_hop(up);
-        for name in self.tenants.stripped_headers() {
+        for name in table.stripped_headers() {
             up.remove_header(name);
         }
         if !keep_authorization {
@@ -486,10 +512,11 @@ impl Proxy {
         if let Some(id) = &ctx.request_id {
             up.insert_header("x-request-id", id.clone())?;
         }
-        for (n, v) in &tenant.headers {
-            up.insert_header(n, v.clone())?;
+        // Names prepared at load time in Pingora's wire case (no per-request conversion).
+        for (n, v) in &tenant.headers_wire {
+            up.insert_header(n.clone(), v.clone())?;
         }
-        up.insert_header(&tenant.tenant_header, tenant.tenant_value.clone())?;
+        up.insert_header(tenant.tenant_header_wire.clone(), tenant.tenant_value.clone())?;
         Ok(())
     }
 
@@ -505,7 +532,13 @@ impl Proxy {
 
     /// Answer an intercepted OAuth endpoint (token, revocation, discovery) if the request is
     /// for one: `Some(result of request_filter)`.
-    async fn oauth_endpoint(&self, session: &mut Session, tenant: &Tenant, ctx: &mut Ctx) -> Option<Result<bool>> {
+    async fn oauth_endpoint(
+        &self,
+        session: &mut Session,
+        table: &TenantTable,
+        tenant: &Tenant,
+        ctx: &mut Ctx,
+    ) -> Option<Result<bool>> {
         let surface = tenant.oauth.as_ref()?;
         let req = session.req_header();
         let endpoint = crate::oauth::endpoint(surface, &req.method, req.uri.path())?;
@@ -515,7 +548,7 @@ impl Proxy {
             None => http::Uri::from_static("/"),
         };
         up.set_uri(path);
-        if let Err(e) = self.shape_upstream(session, &mut up, tenant, &surface.upstream_host, None, true, ctx) {
+        if let Err(e) = self.shape_upstream(session, &mut up, table, tenant, &surface.upstream_host, None, true, ctx) {
             return Some(Err(e));
         }
         let keyring = self.keyring.load();
@@ -544,10 +577,10 @@ impl Proxy {
 
     /// Header checks before routing: `Content-Length` normalised to one value (or refused),
     /// and `Connection` may not list a header Tessera manages.
-    fn check_headers(&self, session: &mut Session) -> Result<(), Refusal> {
+    fn check_headers(&self, session: &mut Session, table: &TenantTable) -> Result<(), Refusal> {
         let req = session.req_header_mut();
         let res = headers::normalize_content_length(req)
-            .and_then(|()| headers::check_connection(&req.headers, self.tenants.stripped_headers()));
+            .and_then(|()| headers::check_connection(&req.headers, table.stripped_headers()));
         if let Err(bad) = res {
             let label = Refusal::BadRequest(bad).label();
             metrics::global().bad_requests.with_label_values(&[label]).inc();

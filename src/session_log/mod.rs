@@ -413,13 +413,18 @@ pub struct Query {
 pub struct SessionStore {
     conf: SessionLogConf,
     redis: Option<Arc<RedisStore>>,
-    /// Every configured tenant: their streams are trimmed whether or not they log.
-    tenants: Vec<Arc<str>>,
+    /// Every configured tenant (the live table): their streams are trimmed whether or not
+    /// they log.
+    tenants: Arc<crate::tenants::Tenants>,
     memory: Mutex<HashMap<String, VecDeque<SessionRecord>>>,
 }
 
 impl SessionStore {
-    pub fn new(conf: SessionLogConf, redis: Option<Arc<RedisStore>>, tenants: Vec<Arc<str>>) -> Arc<SessionStore> {
+    pub fn new(
+        conf: SessionLogConf,
+        redis: Option<Arc<RedisStore>>,
+        tenants: Arc<crate::tenants::Tenants>,
+    ) -> Arc<SessionStore> {
         Arc::new(SessionStore {
             conf,
             redis,
@@ -592,6 +597,8 @@ impl FileSink {
 struct Batch {
     records: Vec<SessionRecord>,
     lines: Vec<u8>,
+    /// End offset in `lines` of each record's line.
+    ends: Vec<usize>,
     file: Option<FileSink>,
 }
 
@@ -600,16 +607,29 @@ impl Writer {
     async fn flush(&self, drafts: &mut Vec<RecordDraft>, out: &mut Batch) {
         out.records.clear();
         out.records.extend(drafts.drain(..).map(RecordDraft::finish));
-        self.write_batch(&out.records, &mut out.file, &mut out.lines).await;
+        self.write_batch(&mut out.records, &mut out.file, &mut out.lines, &mut out.ends)
+            .await;
     }
 
-    async fn write_batch(&self, batch: &[SessionRecord], file: &mut Option<FileSink>, lines: &mut Vec<u8>) {
+    /// Write `batch` to every sink; the records end up in the in-memory rings (moved, not
+    /// copied), so `batch` is empty afterwards. Each record is serialised once: the file,
+    /// stdout and the Redis stream share the JSON lines.
+    async fn write_batch(
+        &self,
+        batch: &mut Vec<SessionRecord>,
+        file: &mut Option<FileSink>,
+        lines: &mut Vec<u8>,
+        ends: &mut Vec<usize>,
+    ) {
         let conf = &self.store.conf;
         lines.clear();
-        for r in batch {
+        ends.clear();
+        for r in batch.iter() {
             if serde_json::to_writer(&mut *lines, r).is_ok() {
                 lines.push(b'\n');
             }
+            // A record that failed to serialise has an empty line (skipped for Redis).
+            ends.push(lines.len());
         }
         if conf.stdout {
             let mut out = std::io::stdout().lock();
@@ -628,30 +648,29 @@ impl Writer {
         if let Some(f) = file {
             f.write(lines, batch.len());
         }
-        if let Ok(mut mem) = self.store.memory.lock() {
-            for r in batch {
-                let ring = mem.entry(r.tenant.clone()).or_default();
-                if ring.len() >= conf.memory_per_tenant {
-                    ring.pop_front();
-                }
-                ring.push_back(r.clone());
-            }
-        }
         if let (Some(redis), true) = (&self.store.redis, conf.redis_stream) {
             // One pipeline per tenant: each stream is one key (one slot on a cluster).
-            let mut by_tenant: Vec<(&str, redis::Pipeline, u64)> = Vec::new();
-            for r in batch {
-                let Ok(json) = serde_json::to_vec(r) else { continue };
-                let i = match by_tenant.iter().position(|(t, _, _)| *t == r.tenant.as_str()) {
+            // (tenant, stream key, pipeline, records)
+            let mut by_tenant: Vec<(&str, String, redis::Pipeline, u64)> = Vec::new();
+            let mut start = 0;
+            for (r, &end) in batch.iter().zip(ends.iter()) {
+                // The JSON line without its newline.
+                let json = &lines[start..end.saturating_sub(1).max(start)];
+                start = end;
+                if json.is_empty() {
+                    continue;
+                }
+                let i = match by_tenant.iter().position(|(t, ..)| *t == r.tenant.as_str()) {
                     Some(i) => i,
                     None => {
-                        by_tenant.push((r.tenant.as_str(), redis::pipe(), 0));
+                        let key = self.store.stream_key(redis, &r.tenant);
+                        by_tenant.push((r.tenant.as_str(), key, redis::pipe(), 0));
                         by_tenant.len() - 1
                     }
                 };
-                let (_, pipe, n) = &mut by_tenant[i];
+                let (_, key, pipe, n) = &mut by_tenant[i];
                 pipe.cmd("XADD")
-                    .arg(self.store.stream_key(redis, &r.tenant))
+                    .arg(key.as_str())
                     .arg("MAXLEN")
                     .arg("~")
                     .arg(conf.stream_maxlen)
@@ -661,7 +680,7 @@ impl Writer {
                     .ignore();
                 *n += 1;
             }
-            for (_, pipe, n) in by_tenant {
+            for (_, _, pipe, n) in by_tenant {
                 let res = match redis.connection() {
                     Ok(mut conn) => pipe.query_async::<()>(&mut conn).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
@@ -681,6 +700,21 @@ impl Writer {
                 }
             }
         }
+        if let Ok(mut mem) = self.store.memory.lock() {
+            for r in batch.drain(..) {
+                // Look up by &str first: the owned key is allocated once per tenant, not per record.
+                if !mem.contains_key(r.tenant.as_str()) {
+                    mem.insert(r.tenant.clone(), VecDeque::new());
+                }
+                let Some(ring) = mem.get_mut(r.tenant.as_str()) else {
+                    continue;
+                };
+                if ring.len() >= conf.memory_per_tenant {
+                    ring.pop_front();
+                }
+                ring.push_back(r);
+            }
+        }
     }
 
     /// Trim every configured tenant's stream to `stream_max_age` (idle tenants included: their
@@ -690,18 +724,19 @@ impl Writer {
         let Some(redis) = &self.store.redis else {
             return;
         };
-        if !self.store.conf.redis_stream || self.store.tenants.is_empty() {
+        let tenants = self.store.tenants.load_full();
+        if !self.store.conf.redis_stream || tenants.is_empty() {
             return;
         }
         let min_ms = crate::clock::unix_ms().saturating_sub(self.store.conf.stream_max_age.as_millis() as u64);
         let mut conn = match redis.connection() {
             Ok(c) => c,
             Err(e) => {
-                self.trim_failed(self.store.tenants.len(), "all", &e.to_string());
+                self.trim_failed(tenants.len(), "all", &e.to_string());
                 return;
             }
         };
-        for t in &self.store.tenants {
+        for t in tenants.iter().map(|t| &t.id) {
             let res: Result<u64, _> = redis::cmd("XTRIM")
                 .arg(self.store.stream_key(redis, t))
                 .arg("MINID")
@@ -744,6 +779,7 @@ impl BackgroundService for Writer {
         let mut out = Batch {
             records: Vec::with_capacity(BATCH),
             lines: Vec::with_capacity(64 * 1024),
+            ends: Vec::with_capacity(BATCH),
             file: conf
                 .file
                 .clone()

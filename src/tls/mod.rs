@@ -51,6 +51,9 @@ pub struct CertSource {
     pub hostnames: Vec<HostPattern>,
     pub key: Arc<CertifiedKey>,
     stamp: FileStamp,
+    /// Given as PEM text (admin API) rather than files: nothing to watch, `cert_path` is a
+    /// label for messages.
+    in_memory: bool,
 }
 
 impl fmt::Debug for CertSource {
@@ -77,6 +80,27 @@ impl CertSource {
             hostnames: hostnames.to_vec(),
             key,
             stamp,
+            in_memory: false,
+        })
+    }
+
+    /// A pair given as PEM text (tenants created through the admin API); `label` names it in
+    /// messages. Same checks as `load`.
+    pub fn from_pem(
+        label: &str,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        hostnames: &[HostPattern],
+    ) -> Result<CertSource, TlsError> {
+        let path = PathBuf::from(label);
+        let key = certified_key_from_pem(label, cert_pem, label, key_pem, hostnames)?;
+        Ok(CertSource {
+            stamp: FileStamp::of(&[]),
+            cert_path: path.clone(),
+            key_path: path,
+            hostnames: hostnames.to_vec(),
+            key,
+            in_memory: true,
         })
     }
 }
@@ -88,19 +112,39 @@ pub fn load_certified_key(
     key_path: &Path,
     hostnames: &[HostPattern],
 ) -> Result<Arc<CertifiedKey>, TlsError> {
+    let (cert_name, key_name) = (cert_path.display().to_string(), key_path.display().to_string());
+    let cert_pem = std::fs::read(cert_path).map_err(|e| TlsError::Cert {
+        path: cert_name.clone(),
+        reason: e.to_string(),
+    })?;
+    // The key bytes are wiped once parsed.
+    let key_pem = zeroize::Zeroizing::new(std::fs::read(key_path).map_err(|e| TlsError::Key {
+        path: key_name.clone(),
+        reason: e.to_string(),
+    })?);
+    certified_key_from_pem(&cert_name, &cert_pem, &key_name, &key_pem, hostnames)
+}
+
+/// `load_certified_key` on PEM text; `cert_path` and `key_path` name the sources in messages.
+fn certified_key_from_pem(
+    cert_path: &str,
+    cert_pem: &[u8],
+    key_path: &str,
+    key_pem: &[u8],
+    hostnames: &[HostPattern],
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let cert_err = |reason: String| TlsError::Cert {
-        path: cert_path.display().to_string(),
+        path: cert_path.to_string(),
         reason,
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| cert_err(e.to_string()))?
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| cert_err(e.to_string()))?;
     if certs.is_empty() {
         return Err(cert_err("no CERTIFICATE block found".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Key {
-        path: key_path.display().to_string(),
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key {
+        path: key_path.to_string(),
         reason: e.to_string(),
     })?;
     let leaf = webpki::EndEntityCert::try_from(&certs[0])
@@ -115,7 +159,7 @@ pub fn load_certified_key(
             .is_some_and(|sn| leaf.verify_is_valid_for_subject_name(&sn).is_ok());
         if !covered {
             return Err(TlsError::NotCovered {
-                cert: cert_path.display().to_string(),
+                cert: cert_path.to_string(),
                 host: h.to_string(),
             });
         }
@@ -124,16 +168,27 @@ pub fn load_certified_key(
     let provider = pingora::tls::CryptoProvider::get_default()
         .cloned()
         .ok_or_else(|| TlsError::Mismatch {
-            cert: cert_path.display().to_string(),
-            key: key_path.display().to_string(),
+            cert: cert_path.to_string(),
+            key: key_path.to_string(),
             reason: "no crypto provider installed".into(),
         })?;
     let ck = CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsError::Mismatch {
-        cert: cert_path.display().to_string(),
-        key: key_path.display().to_string(),
+        cert: cert_path.to_string(),
+        key: key_path.to_string(),
         reason: e.to_string(),
     })?;
     Ok(Arc::new(ck))
+}
+
+/// A PEM bundle of CA certificates given as text (admin API `upstream_ca`) as DER blobs.
+pub fn ca_ders_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot parse the PEM CA bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no CERTIFICATE block; give PEM CA certificates".into());
+    }
+    Ok(certs.into_iter().map(|c| c.to_vec()).collect())
 }
 
 /// Read a PEM bundle of CA certificates (for `upstream_ca`) as DER blobs.
@@ -228,6 +283,17 @@ impl CertStore {
         self.resolver.clone()
     }
 
+    /// Serve exactly `sources` (and `default`) from now on: the tenant set changed at runtime
+    /// (`crate::runtime`). The new map is swapped in whole; handshakes in progress finish on
+    /// the old one. Sources keep their own file stamps, so unchanged files are not re-read.
+    pub fn replace(&self, sources: Vec<CertSource>, default: Option<CertSource>) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.resolver
+            .table
+            .store(Arc::new(CertTable::build(&sources, default.as_ref())));
+        *st = ReloadState { sources, default };
+    }
+
     /// Check every pair once; reload those whose files changed. A pair that fails to load
     /// keeps serving the old certificate and is logged. Returns the number reloaded.
     pub fn reload_changed(&self) -> usize {
@@ -236,7 +302,7 @@ impl CertStore {
         };
         let mut reloaded = 0;
         let ReloadState { sources, default } = &mut *st;
-        for s in sources.iter_mut().chain(default.iter_mut()) {
+        for s in sources.iter_mut().chain(default.iter_mut()).filter(|s| !s.in_memory) {
             let now = stamp_of(&s.cert_path, &s.key_path);
             if now == s.stamp {
                 continue;
@@ -271,15 +337,9 @@ impl CertStore {
 #[async_trait]
 impl BackgroundService for CertStore {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tick.tick() => {
-                    self.reload_changed();
-                }
-            }
-        }
+        crate::watch::every(self.interval, &mut shutdown, || async {
+            self.reload_changed();
+        })
+        .await
     }
 }

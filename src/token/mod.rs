@@ -615,9 +615,14 @@ fn take_str8<'a>(buf: &mut &'a [u8]) -> Result<&'a str, TokenError> {
 }
 
 fn seal_record(keyring: &Keyring, tenant: &str, id: &TokenId, plain: &[u8]) -> Vec<u8> {
+    seal_under_kek(keyring, plain, |kid| outer_aad(tenant, id, kid))
+}
+
+/// `version ‖ kid length ‖ kid ‖ nonce ‖ ciphertext` under the active KEK; `aad(kid)`.
+fn seal_under_kek(keyring: &Keyring, plain: &[u8], aad: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
     let kek = keyring.active();
     let kid = kek.kid.as_bytes();
-    let (nonce, ct) = seal(&kek.key, &outer_aad(tenant, id, kid), plain);
+    let (nonce, ct) = seal(&kek.key, &aad(kid), plain);
     let mut out = Vec::with_capacity(2 + kid.len() + NONCE_LEN + ct.len());
     out.push(RECORD_VERSION);
     out.push(kid.len() as u8);
@@ -697,6 +702,41 @@ fn open_record(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> 
     if is_tombstone(stored).is_some() {
         return Err(TokenError::Revoked);
     }
+    open_under_kek(keyring, stored, |kid| outer_aad(tenant, id, kid))
+}
+
+/// A secret of a tenant's definition (an API tenant's TLS private key) sealed under the active
+/// KEK, bound to `purpose` and `tenant` (the AAD): a sealed value copied to another tenant or
+/// purpose does not open. Same layout as a record.
+pub fn seal_secret(keyring: &Keyring, purpose: &str, tenant: &str, plain: &[u8]) -> Vec<u8> {
+    seal_under_kek(keyring, plain, |kid| secret_aad(purpose, tenant, kid))
+}
+
+/// Open what `seal_secret` sealed (any kid still in the keyring).
+pub fn open_secret(
+    keyring: &Keyring,
+    purpose: &str,
+    tenant: &str,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    open_under_kek(keyring, sealed, |kid| secret_aad(purpose, tenant, kid))
+}
+
+fn secret_aad(purpose: &str, tenant: &str, kid: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(24 + purpose.len() + tenant.len() + kid.len());
+    aad.extend_from_slice(b"tessera/v1/secret\0");
+    for part in [purpose.as_bytes(), tenant.as_bytes(), kid] {
+        aad.extend_from_slice(part);
+        aad.push(0);
+    }
+    aad
+}
+
+fn open_under_kek(
+    keyring: &Keyring,
+    stored: &[u8],
+    aad: impl Fn(&[u8]) -> Vec<u8>,
+) -> Result<Zeroizing<Vec<u8>>, TokenError> {
     let kid = record_kid(stored).ok_or(TokenError::Tampered)?;
     let kek = keyring.get(kid).ok_or(TokenError::UnknownKid)?;
     let rest = &stored[2 + kid.len()..];
@@ -704,7 +744,7 @@ fn open_record(keyring: &Keyring, tenant: &str, id: &TokenId, stored: &[u8]) -> 
         return Err(TokenError::Tampered);
     }
     let (nonce, ct) = rest.split_at(NONCE_LEN);
-    open(&kek.key, &outer_aad(tenant, id, kid), nonce, ct)
+    open(&kek.key, &aad(kid), nonce, ct)
 }
 
 struct RecordParts<'a> {

@@ -274,3 +274,35 @@ pub fn assert_not_in_files(files: &[&Path], secrets: &[&str]) {
         }
     }
 }
+
+/// Raw TLS handshake with `sni`; returns the leaf certificate the server presented.
+pub fn handshake(port: u16, sni: &str, ca_pem: &str) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    pingora::tls::install_default_crypto_provider();
+    let mut roots = pingora::tls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = pingora::tls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+        let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let (_, conn) = tls.get_ref();
+        Ok(conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default())
+    })
+}
