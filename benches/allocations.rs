@@ -18,8 +18,8 @@
 //! - `tessera split`: split token, embedded store, session log (file) and anomaly on;
 //! - `tessera split nolog`: as above with session log and anomaly detection off.
 //!
-//! Figures are recorded in README "Performance" and /work/notes/issue11.md-style notes; they
-//! depend only on the code (not on machine load), so before/after comparisons are exact.
+//! Figures are recorded in README "Performance"; they depend only on the code (not on machine
+//! load), so before/after comparisons are exact.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -50,8 +50,9 @@ CASES=()
 declare -A IPR
 # dumps_of PID: the callgrind dump files of PID, oldest first (callgrind.PID.1, .2, ...).
 dumps_of() { find "$WORK" -maxdepth 1 -name "callgrind.$1.*" | sort -t. -k3,3n; }
-# totals FILE: the event total (Ir) of one callgrind dump.
-totals() { awk '/^(summary|totals):/ { print $2; exit }' "$1"; }
+# totals FILE: the event total (Ir) of one callgrind dump (its `summary:` line can wrap after
+# instrumentation was switched off and on again; `totals:` is right).
+totals() { awk '/^totals:/ { print $2; exit }' "$1"; }
 
 # measure NAME PID PROTO URL [h2load args]: instructions per request → IPR[NAME].
 measure() {

@@ -33,6 +33,7 @@
 # HTTP/2 (h2load from nghttp2-client, installed when missing; H2=0 skips), same table:
 #   h2-bare, h2-none, h2-split, h2-nginx: h2load -c$CONNS -m$H2_STREAMS over TLS (ALPN h2)
 #   against the bare proxy, case 3, case 4 and nginx; p50/p99 from h2load's per-request log.
+# SYSCALLS=1 adds system calls per request (perf stat on the proxy; its overhead shows in us/req).
 # ONLY="direct bare https-none ..." runs just those cases (the ones issue 11 asks for:
 #   ONLY="direct nginx-https bare https-none https-split redis-cache").
 #
@@ -52,6 +53,7 @@ NGINX=${NGINX:-1}
 H2=${H2:-1}
 H2_STREAMS=${H2_STREAMS:-1}  # concurrent streams per h2 connection (1 = same concurrency as wrk)
 ONLY=${ONLY:-}               # space-separated case names; empty = all
+SYSCALLS=${SYSCALLS:-0}      # 1: add system calls per request (perf stat), see syscalls_start
 NGINX_BIN=${NGINX_BIN:-$(command -v nginx || echo /usr/sbin/nginx)}
 KEEP_WORK=${KEEP_WORK:-0}
 PATH_UNDER_TEST=/small
@@ -65,7 +67,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # --- wrk / h2load and result table -----------------------------------------------------------
 CASES=()
-declare -A RPS P50 P99 ERRS NOTE BUSY USREQ
+declare -A RPS P50 P99 ERRS NOTE BUSY USREQ SYSREQ
 to_ms() { # 812.00us | 1.23ms | 1.05s | 2.00m → milliseconds
     awk -v v="$1" 'BEGIN {
         n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
@@ -93,6 +95,30 @@ cpu_ticks() {
 }
 us_per_req() { # TICKS REQUESTS → µs of CPU per request
     awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else printf "-" }'
+}
+
+# SYSCALLS=1: count the proxy's system calls during the measured run (`perf stat -e
+# raw_syscalls:sys_enter -p PID`, every thread of the process and its children) → sys/req.
+PERF_PID=
+syscalls_start() { # PID NAME
+    [ "$SYSCALLS" = 1 ] || return 0
+    local pids # the process and its direct children (nginx's worker)
+    pids=$({ echo "$1"; pgrep -P "$1" || true; } | paste -sd, -)
+    perf stat -e raw_syscalls:sys_enter -x, -o "$WORK/syscalls-$2.txt" -p "$pids" >/dev/null 2>&1 &
+    PERF_PID=$!
+    sleep 0.2 # perf attaches to the threads before the load starts
+}
+syscalls_stop() {
+    [ -n "$PERF_PID" ] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=
+}
+syscalls_per_req() { # NAME REQUESTS
+    local f=$WORK/syscalls-$1.txt
+    [ -f "$f" ] || { echo -; return 0; }
+    awk -F, -v n="$2" '/raw_syscalls:sys_enter/ { if (n > 0 && $1 + 0 > 0) printf "%.2f", $1 / n; else printf "-"; done = 1 }
+        END { if (!done) printf "-" }' "$f"
 }
 
 # check URL CURL_ARGS...: one request must return 200 with the expected body before we measure.
@@ -162,12 +188,15 @@ run_case() {
     local r0 r1 total t0 t1
     r0=$(redis_calls)
     t0=$(cpu_ticks "$pid")
+    syscalls_start "$pid" "$name"
     out=$(taskset -c "$GEN_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url" 2>&1) || true
+    syscalls_stop
     t1=$(cpu_ticks "$pid")
     r1=$(redis_calls)
     printf '%s\n' "$out" >"$WORK/wrk-$name.txt"
     total=$(printf '%s\n' "$out" | awk '/requests in/ {print $1}')
     USREQ[$name]=$(us_per_req "$((t1 - t0))" "${total:-0}")
+    SYSREQ[$name]=$(syscalls_per_req "$name" "${total:-0}")
     redis_note "$name" "$r0" "$r1" "$total"
     RPS[$name]=$(printf '%s\n' "$out" | awk '/^Requests\/sec:/ {print $2}')
     P50[$name]=$(to_ms "$(printf '%s\n' "$out" | awk '$1 == "50%" {print $2; exit}')")
@@ -204,7 +233,9 @@ run_h2() {
     local r0 r1 t0 t1 total non2xx
     r0=$(redis_calls)
     t0=$(cpu_ticks "$pid")
+    syscalls_start "$pid" "$name"
     out=$(taskset -c "$GEN_CPU" h2load -c"$CONNS" -m"$H2_STREAMS" -D"$DURATION" --log-file="$WORK/h2-$name.log" "$@" "$url" 2>&1) || true
+    syscalls_stop
     t1=$(cpu_ticks "$pid")
     r1=$(redis_calls)
     printf '%s\n' "$out" >"$WORK/h2load-$name.txt"
@@ -213,6 +244,7 @@ run_h2() {
     # "status codes: N 2xx, N 3xx, N 4xx, N 5xx"
     non2xx=$(printf '%s\n' "$out" | awk '/^status codes:/ { print $5 + $7 + $9 }')
     USREQ[$name]=$(us_per_req "$((t1 - t0))" "${total:-0}")
+    SYSREQ[$name]=$(syscalls_per_req "$name" "${total:-0}")
     redis_note "$name" "$r0" "$r1" "$total"
     # "finished in 5.00s, 12345.60 req/s, 1.2MB/s"
     RPS[$name]=$(printf '%s\n' "$out" | awk '/^finished in/ { print $4 }')
@@ -389,14 +421,14 @@ echo "HTTP/1.1: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s; HTTP/2 (h2 rows): h2
 echo "CPU $GEN_CPU: load generator + echo upstream$([ -n "$REDIS_PID" ] && [ "$REDIS_CPU" = "$GEN_CPU" ] && echo ' + redis'); CPU $PROXY_CPU: proxy (threads: 1)"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-printf '%-42s %9s %8s %8s %8s %8s %8s %6s  %s\n' case "req/s" "p50 ms" "p99 ms" "/direct" "us/req" "cpu/bare" "busy%" "errors / notes"
-printf '%-42s %9s %8s %8s %8s %8s %8s %6s  %s\n' "------------------------------------------" "---------" "--------" "--------" "--------" "--------" "--------" "------" "--------------"
+printf '%-42s %9s %8s %8s %8s %8s %8s %7s %6s  %s\n' case "req/s" "p50 ms" "p99 ms" "/direct" "us/req" "cpu/bare" "sys/req" "busy%" "errors / notes"
+printf '%-42s %9s %8s %8s %8s %8s %8s %7s %6s  %s\n' "------------------------------------------" "---------" "--------" "--------" "--------" "--------" "--------" "-------" "------" "--------------"
 for c in "${CASES[@]}"; do
     base=bare
     [[ $c == h2-* ]] && base=h2-bare
-    printf '%-42s %9s %8s %8s %8s %8s %8s %6s  %s\n' "${LABEL[$c]:-$c}" "${RPS[$c]:-}" "${P50[$c]:--}" "${P99[$c]:--}" \
+    printf '%-42s %9s %8s %8s %8s %8s %8s %7s %6s  %s\n' "${LABEL[$c]:-$c}" "${RPS[$c]:-}" "${P50[$c]:--}" "${P99[$c]:--}" \
         "$(ratio "${RPS[$c]}" "${RPS[direct]:-}")" "${USREQ[$c]:--}" "$(ratio "${USREQ[$c]:-}" "${USREQ[$base]:-}")" \
-        "${BUSY[$c]:--}" "${ERRS[$c]:-}${NOTE[$c]:+ ${NOTE[$c]}}"
+        "${SYSREQ[$c]:--}" "${BUSY[$c]:--}" "${ERRS[$c]:-}${NOTE[$c]:+ ${NOTE[$c]}}"
 done
 echo
 echo "(us/req = CPU time, user + system, of the process under test (and its children) during the"
