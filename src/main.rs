@@ -2,12 +2,10 @@
 
 use clap::Parser;
 
-// mimalloc instead of glibc malloc: Pingora and Tessera allocate ~130 times (~110 KB) per
-// request; mimalloc costs 12-17 % fewer instructions per request (README "Performance", issue
-// 11). Maintained (Microsoft's allocator, vendored C source built by `cc`); no RustSec
-// advisory known for it when added.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator. mimalloc measured 12-17 % fewer instructions per request (README
+// "Performance") but is not used: the newest `libmimalloc-sys` (0.1.49) vendors mimalloc
+// 2.3.2, without the security fixes of mimalloc 2.4.1-2.4.4 (2026-07/08). Revisit when the
+// sys crate ships them.
 
 fn main() {
     tessera::logging::init();

@@ -19,9 +19,6 @@ mod proxy;
 
 use clap::Parser;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     if let Err(e) = proxy::run(proxy::Args::parse()) {
         eprintln!("error: {e}");

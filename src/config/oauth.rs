@@ -125,11 +125,13 @@ pub(super) fn validate(key: &str, raw: &RawOAuth, c: &mut Checker) -> Option<OAu
         }
     };
     let refresh_token_ttl = raw.refresh_token_ttl.as_deref().map(|v| {
-        c.duration(
-            &format!("{key}.refresh_token_ttl"),
-            Some(v),
-            Duration::from_secs(90 * 86400),
-        )
+        let k = format!("{key}.refresh_token_ttl");
+        let d = c.duration(&k, Some(v), Duration::from_secs(90 * 86400));
+        // Record expiries are whole seconds: a shorter TTL would store an expired record.
+        if d < Duration::from_secs(1) {
+            c.bad(k, format!("{v:?} is shorter than 1s; use e.g. \"90d\""));
+        }
+        d
     });
     if c.problems.len() > before {
         return None;

@@ -22,6 +22,10 @@ use crate::token::{self, PartA, TokenId, TokenKind, TokenMeta};
 const EXPIRED_GRACE_SECS: u64 = 24 * 3600;
 /// Redis refuses expiries that overflow in milliseconds; ten years is "no expiry" in practice.
 const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+/// Live access records one grant keeps; a refresh beyond it revokes the oldest (superseded by
+/// newer ones). Bounds the grant record, which every refresh reads and rewrites (measured:
+/// +0.7 ms per refresh with ≤ 10 members, +1.9 ms averaged over 0–550).
+pub const MAX_ACCESS_MEMBERS: usize = 32;
 
 /// The refresh Part A a client presented, opened.
 struct Presented {
@@ -378,9 +382,11 @@ impl OAuth {
                 return Ok(true);
             }
             let gone: Vec<String> = rotated_out.iter().map(|i| i.to_string()).collect();
+            let mut superseded = Vec::new();
             let live = grants::update(store, tid, &grant, |m| {
                 m.prune(now, &gone);
                 m.members.extend(members.iter().cloned());
+                superseded = m.cap_access(MAX_ACCESS_MEMBERS);
                 m.last_refresh_at = Some(now);
                 m.refreshes += 1;
             })
@@ -388,6 +394,14 @@ impl OAuth {
             if live {
                 if let Some(old) = rotated_out {
                     grants::tombstone_member(store, tid, &old, TokenKind::Refresh, Some(&grant), now).await?;
+                }
+                // Access records pushed out of the grant's list are revoked, so the list (read
+                // and rewritten by every refresh) stays bounded and a grant revoke still
+                // reaches every live record.
+                for m in &superseded {
+                    if let Some(id) = TokenId::parse(&m.id) {
+                        grants::tombstone_member(store, tid, &id, m.kind, Some(&grant), now).await?;
+                    }
                 }
             }
             Ok(live)

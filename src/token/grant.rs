@@ -55,6 +55,28 @@ pub struct Member {
 }
 
 impl GrantMeta {
+    /// Keep at most `max` access members (the newest); returns the ones dropped, oldest first.
+    pub fn cap_access(&mut self, max: usize) -> Vec<Member> {
+        let access = self
+            .members
+            .iter()
+            .filter(|m| m.kind == super::TokenKind::Access)
+            .count();
+        let mut excess = access.saturating_sub(max);
+        let mut dropped = Vec::new();
+        // Members are appended in issue order: the first access members are the oldest.
+        self.members.retain(|m| {
+            if excess > 0 && m.kind == super::TokenKind::Access {
+                excess -= 1;
+                dropped.push(m.clone());
+                false
+            } else {
+                true
+            }
+        });
+        dropped
+    }
+
     /// Drop members that can no longer be used at `now` (expired) and those in `gone`
     /// (rotated-out refresh records, already tombstoned).
     pub fn prune(&mut self, now: i64, gone: &[String]) {
@@ -115,5 +137,23 @@ mod tests {
         assert_eq!(m.members.len(), 1);
         m.prune(10, &[]);
         assert!(m.members.is_empty());
+        for i in 0..5 {
+            m.members.push(Member {
+                id: format!("{i:032x}"),
+                kind: if i == 2 {
+                    crate::token::TokenKind::Refresh
+                } else {
+                    crate::token::TokenKind::Access
+                },
+                created_at: i,
+                expires_at: None,
+            });
+        }
+        let dropped = m.cap_access(2);
+        assert_eq!(dropped.iter().map(|d| d.created_at).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            m.members.iter().map(|d| d.created_at).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
     }
 }

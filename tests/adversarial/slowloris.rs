@@ -27,7 +27,11 @@ fn connect(t: &Tessera) -> TcpStream {
 
 /// Send one complete keep-alive request and read its response head; returns the status line.
 fn request(c: &mut TcpStream, extra_headers: &str) -> String {
-    write!(c, "GET /hello HTTP/1.1\r\nHost: {HOST}\r\n{extra_headers}\r\n").unwrap();
+    // A connection the guard already refused may be reset before the write lands (the
+    // retry loop below races the slot being freed): that is "no answer", not a test failure.
+    if write!(c, "GET /hello HTTP/1.1\r\nHost: {HOST}\r\n{extra_headers}\r\n").is_err() {
+        return String::new();
+    }
     read_head(c)
 }
 
