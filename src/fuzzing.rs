@@ -11,6 +11,7 @@
 //! | [`config`] | start-up and `tessera check-config`: YAML → validated `Config`; the keyring text |
 //! | [`admin_body`] | admin API: JSON bodies of mint (`POST …/tokens`) and rotate (`POST …/rotate`) |
 //! | [`request_head`] | `request_filter` and `upstream_request_filter`: the header checks on the client's request head |
+//! | [`oauth_form`] | `request_filter` on a tenant's OAuth surface: the token and revocation forms, the Basic client id |
 //!
 //! Assertion messages never print token material: the inputs are fuzzer-made, but the habit stays.
 
@@ -305,6 +306,36 @@ fn valid_request_id(v: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// The OAuth surface's client input: the token/revocation form (parsed, re-encoded, parsed
+/// again: the same pairs must come back, so the upstream reads what Tessera checked), the
+/// `Content-Type` check and the client id of HTTP Basic authentication.
+pub fn oauth_form(data: &[u8]) {
+    use crate::oauth::form::{basic_client_id, is_form, Form, FormError, MAX_PARAMS};
+    let _ = is_form(Some(data));
+    if let Some(id) = basic_client_id(Some(data)) {
+        assert!(
+            !id.is_empty() && id.len() <= 256,
+            "a Basic client id outside 1..=256 bytes"
+        );
+    }
+    match Form::parse(data) {
+        Ok(form) => {
+            let again = Form::parse(&form.encode());
+            assert!(
+                again.is_ok_and(|f| f.pairs().eq(form.pairs())),
+                "a parsed form does not re-encode to the same parameters"
+            );
+        }
+        Err(FormError::TooMany) => {
+            assert!(
+                form_urlencoded::parse(data).count() > MAX_PARAMS,
+                "a form within the parameter cap was refused as too long"
+            );
+        }
+        Err(FormError::Repeated(_)) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,11 +358,12 @@ mod tests {
     #[test]
     fn seeds_run_clean() {
         type Entry = (&'static str, fn(&[u8]));
-        let entry: [Entry; 4] = [
+        let entry: [Entry; 5] = [
             ("part_a", part_a),
             ("config", config),
             ("admin_body", admin_body),
             ("request_head", request_head),
+            ("oauth_form", oauth_form),
         ];
         for (target, f) in entry {
             for (name, data) in seeds(target) {
@@ -362,5 +394,12 @@ mod tests {
         ))
         .unwrap();
         assert!(parse_head(&head).is_some());
+        let form = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/oauth_form/code")).unwrap();
+        assert!(crate::oauth::form::Form::parse(&form).is_ok_and(|f| f.get("code") == Some("xyz")));
+        let basic = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/oauth_form/basic")).unwrap();
+        assert_eq!(
+            crate::oauth::form::basic_client_id(Some(&basic)).as_deref(),
+            Some("my app")
+        );
     }
 }

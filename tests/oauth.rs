@@ -1185,6 +1185,16 @@ fn one_keep_alive_connection_carries_a_whole_integration_session_over_h1_and_h2(
                 400,
                 "invalid_request",
             );
+            // A form of many distinct names (the repeated-name check must stay cheap), refused
+            // before the upstream is called.
+            let names: Vec<String> = (0..5000).map(|i| format!("p{i}")).collect();
+            let mut many: Vec<(&str, &str)> = vec![("grant_type", "refresh_token"), ("refresh_token", &refresh_a)];
+            many.extend(names.iter().map(|n| (n.as_str(), "")));
+            let before = hits(&env.p);
+            let (status, t) = token_request(&c, &token_url, &many, INTEGRATION_STATIC.basic());
+            assert_oauth_error(&(status, t.clone()), 400, "invalid_request");
+            assert!(s(&t, "error_description").contains("parameters"), "{t}");
+            assert_eq!(hits(&env.p).token, before.token, "no upstream call");
             assert_oauth_error(
                 &token_request(
                     &c,

@@ -28,7 +28,7 @@
 
 mod discovery;
 mod exchange;
-mod form;
+pub(crate) mod form;
 pub mod grants;
 mod revoke;
 mod swap;
