@@ -65,6 +65,11 @@ pub enum Command {
     /// `tenants[].oauth`) through the admin API.
     #[command(subcommand)]
     Grant(GrantCmd),
+    /// Add, list, show, update or remove tenants at runtime through the admin API (operator
+    /// token). Changes reach every instance sharing the store within a second; tenants from
+    /// the config file are the static base and cannot be changed here.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
     /// Read a tenant's session log through the admin API.
     Sessions {
         #[command(flatten)]
@@ -203,6 +208,121 @@ pub enum GrantCmd {
         /// Grant id (32 hex characters).
         #[arg(long)]
         id: String,
+    },
+}
+
+/// A tenant definition from flags, for `tenant add` (every field) and `tenant update` (the
+/// fields given). `--file` gives a whole definition (add) or a JSON merge patch (update) in
+/// JSON or YAML; flags given beside it override its fields.
+#[derive(Args, Debug)]
+pub struct TenantFields {
+    /// JSON or YAML file with the definition (add) or the merge patch (update), as
+    /// `POST/PATCH /v1/tenants` take it.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Vanity hostname the tenant is served on (repeat for several; in `update` the list
+    /// replaces the current one, `tenant hostname add|remove` changes one).
+    #[arg(long = "hostname")]
+    hostnames: Vec<String>,
+    /// Upstream base URL, e.g. https://api.vendor.example.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// PEM file of the CA that signs the upstream's certificate (its text is sent: every
+    /// instance must be able to use it).
+    #[arg(long)]
+    upstream_ca: Option<PathBuf>,
+    /// Tenant header injected upstream (default X-Tenant-Id).
+    #[arg(long)]
+    tenant_header: Option<String>,
+    /// Extra header set upstream, NAME=VALUE (repeat for several).
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    headers: Vec<String>,
+    /// `split` (default: Part A required) or `none`.
+    #[arg(long)]
+    auth: Option<String>,
+    /// PEM certificate file covering every hostname (with --key).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key file of --cert; sent once, sealed under the keyring's KEK at rest.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCmd {
+    /// Create a tenant.
+    ///
+    /// Example: tessera tenant add --id globex --hostname saas.globex.example
+    /// --upstream https://api.vendor.example --cert globex.pem --key globex.key
+    /// --header X-Plan=gold
+    Add {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Tenant id (letters, digits, `-`, `_`).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        fields: TenantFields,
+    },
+    /// List every tenant (config file and API) with its source and hostnames.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show one tenant's definition (private keys are never shown).
+    Show {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Tenant id.
+        id: String,
+    },
+    /// Change an API tenant: the fields given replace the stored ones (JSON merge patch).
+    ///
+    /// Example: tessera tenant update globex --upstream https://api-eu.vendor.example
+    Update {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Tenant id.
+        id: String,
+        #[command(flatten)]
+        fields: TenantFields,
+    },
+    /// Remove an API tenant: its hostnames are refused at once on every instance and its
+    /// tokens stop working. Its token records, grants and session log are kept (an audit
+    /// trail) unless --purge is given.
+    Remove {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Tenant id.
+        id: String,
+        /// Also delete the tenant's token records, grants and session log.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Add or remove one hostname of an API tenant.
+    #[command(subcommand)]
+    Hostname(HostnameCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostnameCmd {
+    /// Serve the tenant on one more hostname (its certificate must cover it).
+    Add {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Tenant id.
+        id: String,
+        /// Hostname, e.g. eu.saas.globex.example.
+        hostname: String,
+    },
+    /// Stop serving the tenant on a hostname (handshakes for it are refused at once).
+    Remove {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Tenant id.
+        id: String,
+        /// Hostname.
+        hostname: String,
     },
 }
 
@@ -371,8 +491,14 @@ impl Api {
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let msg = v.get("message").and_then(Value::as_str).unwrap_or("");
-            return Err(CliError::Api(format!("{status}: {msg}")));
+            let mut msg = format!("{status}: {}", v.get("message").and_then(Value::as_str).unwrap_or(""));
+            // 409/422 of the tenants API: one line per problem, as `check-config` prints them.
+            for p in v.get("problems").and_then(Value::as_array).into_iter().flatten() {
+                let key = p.get("key").and_then(Value::as_str).unwrap_or("?");
+                let text = p.get("message").and_then(Value::as_str).unwrap_or("");
+                msg.push_str(&format!("\n  {key}: {text}"));
+            }
+            return Err(CliError::Api(msg));
         }
         Ok(v)
     }
@@ -442,6 +568,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys(cmd) => keys(cmd),
         Command::Token(cmd) => runtime()?.block_on(token(cmd)),
         Command::Grant(cmd) => runtime()?.block_on(grant(cmd)),
+        Command::Tenant(cmd) => runtime()?.block_on(tenant(cmd)),
         Command::Sessions {
             admin,
             tenant,
@@ -568,6 +695,114 @@ async fn grant(cmd: GrantCmd) -> Result<(), CliError> {
         ),
     };
     call_print(&admin, method, &path).await
+}
+
+/// Read a JSON or YAML file into a JSON value (`.json` as JSON; anything else tried as YAML,
+/// which also reads JSON).
+fn read_def_file(path: &Path) -> Result<Value, CliError> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))?,
+    );
+    let v: Result<Value, String> = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| e.to_string())
+    };
+    match v {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(CliError::Usage(format!(
+            "{}: give a tenant definition as a JSON/YAML object",
+            path.display()
+        ))),
+        Err(e) => Err(CliError::Usage(format!("{}: {e}", path.display()))),
+    }
+}
+
+fn read_text(path: &Path, what: &str) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| CliError::Io(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+impl TenantFields {
+    /// The definition or patch: `--file` first, then each flag given over it.
+    fn to_json(&self) -> Result<Value, CliError> {
+        let mut v = match &self.file {
+            Some(p) => read_def_file(p)?,
+            None => json!({}),
+        };
+        if !self.hostnames.is_empty() {
+            v["hostnames"] = json!(self.hostnames);
+        }
+        if let Some(u) = &self.upstream {
+            v["upstream"] = json!(u);
+        }
+        if let Some(p) = &self.upstream_ca {
+            v["upstream_ca"] = json!(read_text(p, "--upstream-ca")?);
+        }
+        if let Some(h) = &self.tenant_header {
+            v["tenant_header"] = json!(h);
+        }
+        for h in &self.headers {
+            let Some((name, value)) = h.split_once('=').filter(|(n, _)| !n.trim().is_empty()) else {
+                return Err(CliError::Usage(format!(
+                    "--header {h:?}: give NAME=VALUE, e.g. --header X-Plan=gold"
+                )));
+            };
+            v["headers"][name.trim()] = json!(value);
+        }
+        if let Some(a) = &self.auth {
+            v["auth"] = json!(a);
+        }
+        if let (Some(c), Some(k)) = (&self.cert, &self.key) {
+            let key = read_secret(Some(k), "private key")?;
+            v["tls"] = json!({"cert_pem": read_text(c, "--cert")?, "key_pem": key.as_str()});
+        }
+        Ok(v)
+    }
+}
+
+async fn tenant(cmd: TenantCmd) -> Result<(), CliError> {
+    use reqwest::Method;
+    let (admin, method, path, body) = match cmd {
+        TenantCmd::Add { admin, id, fields } => {
+            let mut v = fields.to_json()?;
+            if let Some(id) = id {
+                v["id"] = json!(id);
+            }
+            if v.get("id").is_none() {
+                return Err(CliError::Usage("give the tenant's --id (or `id` in --file)".into()));
+            }
+            (admin, Method::POST, "/v1/tenants".to_string(), Some(v))
+        }
+        TenantCmd::List { admin } => (admin, Method::GET, "/v1/tenants".to_string(), None),
+        TenantCmd::Show { admin, id } => (admin, Method::GET, format!("/v1/tenants/{id}"), None),
+        TenantCmd::Update { admin, id, fields } => {
+            let v = fields.to_json()?;
+            if v.as_object().is_some_and(serde_json::Map::is_empty) {
+                return Err(CliError::Usage(
+                    "nothing to change: give --file or a field flag (see `tessera tenant update --help`)".into(),
+                ));
+            }
+            (admin, Method::PATCH, format!("/v1/tenants/{id}"), Some(v))
+        }
+        TenantCmd::Remove { admin, id, purge } => {
+            let q = if purge { "?purge=true" } else { "" };
+            (admin, Method::DELETE, format!("/v1/tenants/{id}{q}"), None)
+        }
+        TenantCmd::Hostname(HostnameCmd::Add { admin, id, hostname }) => (
+            admin,
+            Method::POST,
+            format!("/v1/tenants/{id}/hostnames"),
+            Some(json!({ "hostname": hostname })),
+        ),
+        TenantCmd::Hostname(HostnameCmd::Remove { admin, id, hostname }) => (
+            admin,
+            Method::DELETE,
+            format!("/v1/tenants/{id}/hostnames/{hostname}"),
+            None,
+        ),
+    };
+    print_json(&Api::new(&admin)?.call(method, &path, body).await?);
+    Ok(())
 }
 
 async fn token(cmd: TokenCmd) -> Result<(), CliError> {

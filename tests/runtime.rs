@@ -314,3 +314,215 @@ fn tenants_api_change_on_one_instance_is_served_by_the_other() {
     assert!(a.log_text().contains("collides with API tenants"));
     assert_eq!(get(&a.client(&[host]), &a, host).0, 401, "still the API tenant's");
 }
+
+/// `tessera <args>` against `t`'s admin API (operator token): success, stdout, stderr.
+fn cli(t: &Tessera, setup: &Setup, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("TESSERA_ADMIN_URL", t.admin_url(""))
+        .env("TESSERA_ADMIN_TOKEN", &setup.admin_token)
+        .output()
+        .expect("run tessera");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tenant_cli_drives_the_tenants_api_and_purge_deletes_the_records() {
+    let redis = Redis::start();
+    let mut setup = tenants();
+    setup.redis_store(&redis, "");
+    let t = setup.start("cli");
+    t.wait_ready();
+    let up = echo_upstream();
+    let host = "saas.hooli.example";
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = setup.ca.issue(&[host, "eu.hooli.example"]).unwrap();
+    let (cert, key) = (dir.path().join("hooli.pem"), dir.path().join("hooli.key"));
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let upstream = format!("http://{up}");
+
+    // A definition that does not validate: the problems printed key by key, non-zero exit.
+    let (ok, _, err) = cli(
+        &t,
+        &setup,
+        &[
+            "tenant",
+            "add",
+            "--id",
+            "hooli",
+            "--hostname",
+            "other.example",
+            "--upstream",
+            &upstream,
+            "--cert",
+            cert,
+            "--key",
+            key,
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("422") && err.contains("tenant.cert:") && err.contains("does not cover"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&t, &setup, &["tenant", "add", "--id", "hooli", "--header", "novalue"]);
+    assert!(!ok && err.contains("NAME=VALUE"), "{err}");
+
+    // Added from flags; listed; shown without key material; served.
+    let (ok, out, err) = cli(
+        &t,
+        &setup,
+        &[
+            "tenant",
+            "add",
+            "--id",
+            "hooli",
+            "--hostname",
+            host,
+            "--upstream",
+            &upstream,
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "--header",
+            "X-Plan=gold",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["id"].as_str(), v["tls"]["key"].as_str()),
+        (Some("hooli"), Some("sealed")),
+        "{v}"
+    );
+    let (ok, out, _) = cli(&t, &setup, &["tenant", "list"]);
+    assert!(ok && out.contains("\"hooli\"") && out.contains("\"acme\""), "{out}");
+    let (ok, out, _) = cli(&t, &setup, &["tenant", "show", "hooli"]);
+    assert!(ok && out.contains(host) && !out.contains("PRIVATE KEY"), "{out}");
+    let c = t.client(&[host, "eu.hooli.example"]);
+    let (id, part_a) = t.mint("hooli", "real-hooli-token");
+    let (s, h) = get_as(&c, &t, host, &part_a);
+    assert_eq!((s, h["x-plan"].as_str()), (200, Some("gold")));
+
+    // Updated from a YAML file (a merge patch); a hostname added and removed.
+    let patch = dir.path().join("patch.yaml");
+    std::fs::write(&patch, "headers:\n  X-Plan: platinum\n").unwrap();
+    let (ok, _, err) = cli(
+        &t,
+        &setup,
+        &["tenant", "update", "hooli", "--file", patch.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(get_as(&c, &t, host, &part_a).1["x-plan"], "platinum");
+    let (ok, _, err) = cli(&t, &setup, &["tenant", "hostname", "add", "hooli", "eu.hooli.example"]);
+    assert!(ok, "{err}");
+    assert_eq!(get_as(&c, &t, "eu.hooli.example", &part_a).0, 200);
+    let (ok, _, err) = cli(
+        &t,
+        &setup,
+        &["tenant", "hostname", "remove", "hooli", "eu.hooli.example"],
+    );
+    assert!(ok, "{err}");
+    assert!(handshake(t.ports.https, "eu.hooli.example", &setup.ca_pem).is_err());
+    let (ok, _, err) = cli(&t, &setup, &["tenant", "update", "acme", "--upstream", &upstream]);
+    assert!(!ok && err.contains("409") && err.contains("YAML"), "{err}");
+
+    // Removed: refused at once, records kept; purged: records and session stream gone.
+    let frag = format!("tessera:frag:hooli:{id}");
+    let exists = |k: &str| redis_cli(redis.port, &[], &["EXISTS", k]).unwrap().trim().to_string();
+    eventually(Duration::from_secs(5), || exists("tessera:log:hooli") == "1").expect("session stream written");
+    let (ok, _, err) = cli(&t, &setup, &["tenant", "remove", "hooli"]);
+    assert!(ok, "{err}");
+    assert!(handshake(t.ports.https, host, &setup.ca_pem).is_err());
+    assert_eq!(exists(&frag), "1", "a plain remove keeps the records");
+    let (ok, out, err) = cli(&t, &setup, &["tenant", "remove", "hooli", "--purge"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["purged_keys"], 2, "{v}");
+    assert_eq!((exists(&frag), exists("tessera:log:hooli")), ("0".into(), "0".into()));
+    // Another tenant's records are untouched by the purge.
+    let (other, _) = t.mint("acme", "real-acme-token");
+    assert_eq!(exists(&format!("tessera:frag:acme:{other}")), "1");
+    assert_eq!(
+        t.admin_call("DELETE", "/v1/tenants/acme?purge=true", None).0,
+        409,
+        "a YAML tenant is never purged"
+    );
+    assert_eq!(t.admin_call("DELETE", "/v1/tenants/hooli?purge=maybe", None).0, 400);
+    assert_eq!(exists(&format!("tessera:frag:acme:{other}")), "1");
+}
+
+#[test]
+fn racing_hostname_claims_through_two_instances_give_one_winner() {
+    let redis = Redis::start();
+    let mut setup = tenants();
+    setup.redis_store(&redis, "");
+    let (a, b) = (setup.start("race-a"), setup.start("race-b"));
+    a.wait_ready();
+    b.wait_ready();
+    let up = echo_upstream();
+    for round in 0..6 {
+        let host = format!("r{round}.contested.example");
+        // Two tenants created on A and B at the same moment, both claiming `host`.
+        let defs = [
+            api_tenant(&setup, &format!("left{round}"), &[&host], up),
+            api_tenant(&setup, &format!("right{round}"), &[&host], up),
+        ];
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+            let hs: Vec<_> = [(&a, defs[0].clone()), (&b, defs[1].clone())]
+                .into_iter()
+                .map(|(t, d)| {
+                    let start = start.clone();
+                    s.spawn(move || {
+                        start.wait();
+                        t.admin_call("POST", "/v1/tenants", Some(d))
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut codes: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+        codes.sort();
+        assert_eq!(codes, [201, 409], "round {round}: {answers:?}");
+        // Both instances agree on the owner.
+        let owner = answers.iter().position(|(s, _)| *s == 201).unwrap();
+        let winner = ["left", "right"][owner];
+        let agreed = eventually(Duration::from_secs(5), || {
+            [&a, &b].iter().all(|t| {
+                let (_, v) = t.admin_call("GET", "/v1/tenants", None);
+                v["tenants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|x| {
+                        x["hostnames"]
+                            .as_array()
+                            .is_some_and(|h| h.iter().any(|h| h == host.as_str()))
+                    })
+                    .map(|x| x["id"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+                    == [format!("{winner}{round}")]
+            })
+        });
+        assert!(agreed.is_some(), "round {round}");
+    }
+    // A hostname freed by a delete on one instance can be claimed through the other.
+    assert_eq!(
+        a.admin_call("DELETE", "/v1/tenants/left0", None).0 + b.admin_call("DELETE", "/v1/tenants/right0", None).0,
+        200 + 404
+    );
+    let (s, v) = b.admin_call(
+        "POST",
+        "/v1/tenants",
+        Some(api_tenant(&setup, "third", &["r0.contested.example"], up)),
+    );
+    assert_eq!(s, 201, "{v}");
+}

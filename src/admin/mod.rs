@@ -216,7 +216,7 @@ impl AdminState {
             | Route::UpdateTenant { .. }
             | Route::DeleteTenant { .. }
             | Route::AddHostname { .. }
-            | Route::RemoveHostname { .. } => self.tenants_api(caller, route.clone(), &body).await,
+            | Route::RemoveHostname { .. } => self.tenants_api(caller, route.clone(), &body, &query).await,
             Route::Healthz | Route::Readyz | Route::Audit => self.public(&route),
         };
         if let Some(action) = route.audit_action() {

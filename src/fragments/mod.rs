@@ -88,6 +88,10 @@ pub trait FragmentStore: Send + Sync {
     async fn replace_if(&self, tenant: &str, id: &TokenId, old: &[u8], new: &[u8]) -> Result<bool, StoreError>;
     /// Every record of `tenant`, or of all tenants.
     async fn list(&self, tenant: Option<&str>) -> Result<Vec<Entry>, StoreError>;
+    /// Delete every record of `tenant` (tokens, tombstones, grants) and, in Redis, its session
+    /// log stream: `DELETE /v1/tenants/{id}?purge=true`, after the tenant itself is gone.
+    /// Returns how many keys were deleted. Admin path only.
+    async fn purge(&self, tenant: &str) -> Result<u64, StoreError>;
     /// Current health.
     fn readiness(&self) -> Readiness;
     /// Where a record lives, for humans (`redis-cli DEL` target or embedded key).
@@ -193,8 +197,8 @@ impl EmbeddedStore {
         }
     }
 
-    /// Write one key durably, off the async threads. (Nothing is ever deleted: a revoke
-    /// writes a tombstone.)
+    /// Write one key durably, off the async threads. (A revoke writes a tombstone; only a
+    /// tenant purge deletes.)
     async fn write(&self, key: String, value: Vec<u8>) -> Result<(), StoreError> {
         let db =
             self.db.read().ok().and_then(|d| d.clone()).ok_or_else(|| {
@@ -249,6 +253,38 @@ impl FragmentStore for EmbeddedStore {
         self.write(embedded_key(tenant, id), new.to_vec()).await?;
         self.set_mem(tenant, id, new);
         Ok(true)
+    }
+
+    async fn purge(&self, tenant: &str) -> Result<u64, StoreError> {
+        let _w = self.write_lock.lock().await;
+        let db =
+            self.db.read().ok().and_then(|d| d.clone()).ok_or_else(|| {
+                self.err("released to an upgraded Tessera process; send admin requests to the new one")
+            })?;
+        let prefix = format!("{tenant}/");
+        let res = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let w = db.begin_write().map_err(|e| e.to_string())?;
+            let n = {
+                let mut t = w.open_table(TABLE).map_err(|e| e.to_string())?;
+                let gone = t
+                    .extract_if(|k, _| k.starts_with(prefix.as_str()))
+                    .map_err(|e| e.to_string())?
+                    .count();
+                gone as u64
+            };
+            w.commit().map_err(|e| e.to_string())?;
+            Ok(n)
+        })
+        .await;
+        let n = match res {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(self.err(e)),
+            Err(e) => return Err(self.err(e)),
+        };
+        if let Ok(mut m) = self.map.write() {
+            m.remove(tenant);
+        }
+        Ok(n)
     }
 
     async fn list(&self, tenant: Option<&str>) -> Result<Vec<Entry>, StoreError> {

@@ -91,16 +91,18 @@ impl Runtime {
     }
 
     /// Store `def` (create, or replace an existing API tenant) and apply it here at once.
-    async fn write(self: &Arc<Self>, mut def: TenantDef, create: bool) -> Result<Value, ApiError> {
+    /// `base`: `None` creates; `Some(v)` replaces the definition read at version `v`.
+    async fn write(self: &Arc<Self>, mut def: TenantDef, base: Option<u64>) -> Result<Value, ApiError> {
         let this = self.clone();
         // Certificate parsing: off the async threads.
         def = tokio::task::spawn_blocking(move || this.check(&mut def).map(|()| def))
             .await
             .map_err(|e| api_err(500, "internal", e.to_string()))??;
         let json = serde_json::to_vec(&def).map_err(|e| api_err(500, "internal", e.to_string()))?;
+        let hostnames: Vec<String> = def.hostnames.iter().map(|h| h.to_ascii_lowercase()).collect();
         match self
             .store
-            .put(&def.id, &json, create)
+            .put(&def.id, &json, &hostnames, base)
             .await
             .map_err(store_unavailable)?
         {
@@ -115,20 +117,46 @@ impl Runtime {
                 format!("tenant {:?} exists; PATCH it instead", def.id),
             )),
             Written::Missing => Err(api_err(404, "unknown_tenant", format!("no API tenant {:?}", def.id))),
+            Written::Taken => {
+                // Another instance claimed one of the hostnames after this one synced.
+                self.sync().await.map_err(store_unavailable)?;
+                Err(api_err(
+                    409,
+                    "conflict",
+                    "a hostname was just taken by another tenant (a change made through another instance); see GET /v1/tenants",
+                ))
+            }
+            Written::Changed => {
+                self.sync().await.map_err(store_unavailable)?;
+                Err(api_err(
+                    409,
+                    "changed",
+                    format!(
+                        "tenant {:?} was changed meanwhile (through another instance); read it again and retry",
+                        def.id
+                    ),
+                ))
+            }
         }
     }
 
     /// `POST /v1/tenants`.
     pub async fn create(self: &Arc<Self>, body: &[u8]) -> Result<Value, ApiError> {
         let def = TenantDef::parse(body).map_err(|p| invalid(&p))?;
-        self.write(def, true).await
+        let _w = self.writes.lock().await;
+        // Collisions are checked against what the store holds now, not 250 ms ago.
+        self.sync().await.map_err(store_unavailable)?;
+        self.write(def, None).await
     }
 
-    /// The stored definition of an API tenant as JSON (`tls.key_sealed` kept), for a change.
-    fn current(&self, id: &str) -> Result<Value, ApiError> {
+    /// The stored definition of an API tenant as JSON (`tls.key_sealed` kept) and its
+    /// version, for a change based on it.
+    fn current(&self, id: &str) -> Result<(Value, u64), ApiError> {
         let st = self.state();
         match st.api.get(id) {
-            Some(a) => serde_json::to_value(&a.def).map_err(|e| api_err(500, "internal", e.to_string())),
+            Some(a) => serde_json::to_value(&a.def)
+                .map(|v| (v, a.version))
+                .map_err(|e| api_err(500, "internal", e.to_string())),
             None if st.yaml.tenants.iter().any(|t| &*t.id == id) => Err(api_err(
                 409,
                 "yaml_tenant",
@@ -143,7 +171,9 @@ impl Runtime {
     pub async fn update(self: &Arc<Self>, id: &str, patch: &[u8]) -> Result<Value, ApiError> {
         let patch: Value =
             serde_json::from_slice(patch).map_err(|e| api_err(400, "bad_request", format!("body is not JSON: {e}")))?;
-        let mut v = self.current(id)?;
+        let _w = self.writes.lock().await;
+        self.sync().await.map_err(store_unavailable)?;
+        let (mut v, base) = self.current(id)?;
         api::merge_patch(&mut v, &patch);
         if patch.pointer("/tls/key_pem").is_some() {
             if let Some(tls) = v.get_mut("tls").and_then(Value::as_object_mut) {
@@ -157,12 +187,14 @@ impl Runtime {
             ));
         }
         let def = serde_json::from_value::<TenantDef>(v).map_err(|e| invalid_one("tenant", e.to_string()))?;
-        self.write(def, false).await
+        self.write(def, Some(base)).await
     }
 
     /// `POST /v1/tenants/{id}/hostnames` (`add`) and `DELETE …/hostnames/{hostname}`.
     pub async fn hostname(self: &Arc<Self>, id: &str, hostname: &str, add: bool) -> Result<Value, ApiError> {
-        let mut v = self.current(id)?;
+        let _w = self.writes.lock().await;
+        self.sync().await.map_err(store_unavailable)?;
+        let (mut v, base) = self.current(id)?;
         let mut hosts: Vec<String> = serde_json::from_value(v["hostnames"].take()).unwrap_or_default();
         let had = hosts.iter().any(|h| h.eq_ignore_ascii_case(hostname));
         match (add, had) {
@@ -185,12 +217,14 @@ impl Runtime {
         }
         v["hostnames"] = json!(hosts);
         let def = serde_json::from_value::<TenantDef>(v).map_err(|e| invalid_one("tenant", e.to_string()))?;
-        self.write(def, false).await
+        self.write(def, Some(base)).await
     }
 
     /// `DELETE /v1/tenants/{id}`: removed from the store and from every instance's table (its
     /// hostnames refused, its tokens with them). Its token records stay in the store.
     pub async fn delete(self: &Arc<Self>, id: &str) -> Result<Value, ApiError> {
+        let _w = self.writes.lock().await;
+        self.sync().await.map_err(store_unavailable)?;
         self.current(id)?;
         match self.store.delete(id).await.map_err(store_unavailable)? {
             Written::At(v) => {

@@ -21,7 +21,10 @@
 //!
 //! Tenants created through the admin API (`api`, `store`, calls in `calls.rs`) are added on
 //! top of the YAML tenants, which stay the static base: an API tenant cannot take a YAML
-//! tenant's id or hostname (nor another API tenant's). A write goes to the store and is
+//! tenant's id or hostname (nor another API tenant's). The check runs on a fresh sync under
+//! this instance's write lock; across instances the store's write is atomic (a Lua script in
+//! Redis) and both claims the hostnames and compares the tenant's version, so two instances
+//! racing for one hostname, or two PATCHes of one tenant, give one winner and one `409`. A write goes to the store and is
 //! applied here at once; every other instance applies it within `SYNC_INTERVAL`
 //! (`TenantSync`: one `GET` of the global version per check, then only the tenants whose
 //! version changed).
@@ -186,6 +189,10 @@ pub struct Runtime {
     certs: Arc<CertStore>,
     keyring: Arc<ArcSwap<Keyring>>,
     store: Box<dyn TenantStore>,
+    /// Serialises this instance's tenants API writes (read, check, write): two calls here
+    /// cannot both pass the collision check. Across instances the store's write is a
+    /// compare-and-set that also claims the hostnames (`store::PUT`).
+    writes: tokio::sync::Mutex<()>,
     /// The restart-only sections as the process started with them.
     started_with: Vec<(&'static str, String)>,
     state: Mutex<State>,
@@ -206,6 +213,7 @@ impl Runtime {
             certs,
             keyring,
             store,
+            writes: tokio::sync::Mutex::new(()),
             started_with: restart_signature(&cfg),
             state: Mutex::new(State {
                 yaml: cfg,

@@ -35,6 +35,10 @@ pub enum Written {
     Exists,
     /// An update or delete found no such id.
     Missing,
+    /// A hostname is another API tenant's (written by another instance since this one synced).
+    Taken,
+    /// An update found the tenant at another version than the one it was based on.
+    Changed,
 }
 
 /// Storage of API tenant definitions.
@@ -46,17 +50,41 @@ pub trait TenantStore: Send + Sync {
     async fn versions(&self) -> Result<HashMap<String, u64>, StoreError>;
     /// The definitions of `ids` (absent ones are skipped).
     async fn get(&self, ids: &[String]) -> Result<Vec<(String, Stored)>, StoreError>;
-    /// Create (`create`) or replace an existing definition.
-    async fn put(&self, id: &str, json: &[u8], create: bool) -> Result<Written, StoreError>;
+    /// Create (`base: None`) or replace an existing definition still at version `base`
+    /// (compare-and-set: a change made meanwhile elsewhere is not overwritten). `hostnames`
+    /// (lower case) are claimed for `id` in the same atomic step.
+    async fn put(&self, id: &str, json: &[u8], hostnames: &[String], base: Option<u64>) -> Result<Written, StoreError>;
     async fn delete(&self, id: &str) -> Result<Written, StoreError>;
 }
 
 // === Redis ===
 
+// KEYS: meta, defs, versions, hosts (hostname -> id), hostsof (id -> hostnames, space-separated).
+// ARGV: id, json, 'create' | base version, hostname...
 const PUT: &str = r"
 local exists = redis.call('HEXISTS', KEYS[2], ARGV[1])
-if ARGV[3] == 'create' and exists == 1 then return -1 end
-if ARGV[3] == 'update' and exists == 0 then return -2 end
+if ARGV[3] == 'create' then
+  if exists == 1 then return -1 end
+else
+  if exists == 0 then return -2 end
+  if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[3] then return -4 end
+end
+for i = 4, #ARGV do
+  local owner = redis.call('HGET', KEYS[4], ARGV[i])
+  if owner and owner ~= ARGV[1] then return -3 end
+end
+local old = redis.call('HGET', KEYS[5], ARGV[1])
+if old then
+  for h in string.gmatch(old, '%S+') do
+    if redis.call('HGET', KEYS[4], h) == ARGV[1] then redis.call('HDEL', KEYS[4], h) end
+  end
+end
+local list = {}
+for i = 4, #ARGV do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[1])
+  list[#list + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[5], ARGV[1], table.concat(list, ' '))
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], v)
@@ -66,6 +94,13 @@ return v
 const DELETE: &str = r"
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return -2 end
 redis.call('HDEL', KEYS[3], ARGV[1])
+local old = redis.call('HGET', KEYS[5], ARGV[1])
+if old then
+  for h in string.gmatch(old, '%S+') do
+    if redis.call('HGET', KEYS[4], h) == ARGV[1] then redis.call('HDEL', KEYS[4], h) end
+  end
+  redis.call('HDEL', KEYS[5], ARGV[1])
+end
 return redis.call('HINCRBY', KEYS[1], 'version', 1)
 ";
 
@@ -75,12 +110,14 @@ pub struct RedisTenants {
 }
 
 impl RedisTenants {
-    fn keys(&self) -> [String; 3] {
+    fn keys(&self) -> [String; 5] {
         let p = self.redis.prefix();
         [
             format!("{p}{{tenants}}:meta"),
             format!("{p}{{tenants}}:defs"),
             format!("{p}{{tenants}}:versions"),
+            format!("{p}{{tenants}}:hosts"),
+            format!("{p}{{tenants}}:hostsof"),
         ]
     }
 
@@ -98,6 +135,8 @@ impl RedisTenants {
         Ok(match v {
             -1 => Written::Exists,
             -2 => Written::Missing,
+            -3 => Written::Taken,
+            -4 => Written::Changed,
             v => Written::At(v.max(0) as u64),
         })
     }
@@ -135,7 +174,7 @@ impl TenantStore for RedisTenants {
             return Ok(vec![]);
         }
         let mut conn = self.redis.connection()?;
-        let [_, defs, versions] = self.keys();
+        let [_, defs, versions, ..] = self.keys();
         let (jsons, vers): (Vec<Option<Vec<u8>>>, Vec<Option<u64>>) = redis::pipe()
             .cmd("HMGET")
             .arg(&defs)
@@ -153,9 +192,11 @@ impl TenantStore for RedisTenants {
             .collect())
     }
 
-    async fn put(&self, id: &str, json: &[u8], create: bool) -> Result<Written, StoreError> {
-        let mode: &[u8] = if create { b"create" } else { b"update" };
-        self.script(PUT, &[id.as_bytes(), json, mode]).await
+    async fn put(&self, id: &str, json: &[u8], hostnames: &[String], base: Option<u64>) -> Result<Written, StoreError> {
+        let mode = base.map_or_else(|| "create".to_string(), |v| v.to_string());
+        let mut args: Vec<&[u8]> = vec![id.as_bytes(), json, mode.as_bytes()];
+        args.extend(hostnames.iter().map(|h| h.as_bytes()));
+        self.script(PUT, &args).await
     }
 
     async fn delete(&self, id: &str) -> Result<Written, StoreError> {
@@ -220,14 +261,21 @@ impl EmbeddedTenants {
         .map_err(embedded_err)
     }
 
-    async fn write(&self, id: &str, json: Option<&[u8]>, create: bool) -> Result<Written, StoreError> {
+    /// `base`: `None` creates; `Some(v)` replaces (or deletes) only a definition at version
+    /// `v` (`Some(0)`: any version, for a delete). Hostnames need no index here: one instance
+    /// owns the file and `Runtime` serialises its writes.
+    async fn write(&self, id: &str, json: Option<&[u8]>, base: Option<u64>) -> Result<Written, StoreError> {
         let _g = self.lock.lock().await;
         let (db, id, json) = (self.db()?, id.to_string(), json.map(<[u8]>::to_vec));
         tokio::task::spawn_blocking(move || -> Result<Written, String> {
             let w = db.begin_write().map_err(|e| e.to_string())?;
             let out = {
                 let mut t = w.open_table(TABLE).map_err(|e| e.to_string())?;
-                let exists = t.get(id.as_str()).map_err(|e| e.to_string())?.is_some();
+                let current = t
+                    .get(id.as_str())
+                    .map_err(|e| e.to_string())?
+                    .and_then(|v| split(v.value()).map(|(n, _)| n));
+                let exists = current.is_some();
                 let version = t
                     .get(VERSION_KEY)
                     .map_err(|e| e.to_string())?
@@ -235,9 +283,10 @@ impl EmbeddedTenants {
                     .unwrap_or(0)
                     + 1;
                 match (&json, exists) {
-                    (Some(_), true) if create => Written::Exists,
-                    (Some(_), false) if !create => Written::Missing,
+                    (Some(_), true) if base.is_none() => Written::Exists,
+                    (_, false) if base.is_some() => Written::Missing,
                     (None, false) => Written::Missing,
+                    (_, true) if base.is_some_and(|b| b != 0 && Some(b) != current) => Written::Changed,
                     _ => {
                         match &json {
                             Some(j) => {
@@ -287,12 +336,18 @@ impl TenantStore for EmbeddedTenants {
             .collect())
     }
 
-    async fn put(&self, id: &str, json: &[u8], create: bool) -> Result<Written, StoreError> {
-        self.write(id, Some(json), create).await
+    async fn put(
+        &self,
+        id: &str,
+        json: &[u8],
+        _hostnames: &[String],
+        base: Option<u64>,
+    ) -> Result<Written, StoreError> {
+        self.write(id, Some(json), base).await
     }
 
     async fn delete(&self, id: &str) -> Result<Written, StoreError> {
-        self.write(id, None, false).await
+        self.write(id, None, Some(0)).await
     }
 }
 
@@ -309,10 +364,12 @@ mod tests {
             lock: Default::default(),
         };
         assert_eq!(s.version().await.unwrap(), 0);
-        assert_eq!(s.put("a", b"{1}", true).await.unwrap(), Written::At(1));
-        assert_eq!(s.put("a", b"{2}", true).await.unwrap(), Written::Exists);
-        assert_eq!(s.put("b", b"{2}", false).await.unwrap(), Written::Missing);
-        assert_eq!(s.put("a", b"{3}", false).await.unwrap(), Written::At(2));
+        assert_eq!(s.put("a", b"{1}", &[], None).await.unwrap(), Written::At(1));
+        assert_eq!(s.put("a", b"{2}", &[], None).await.unwrap(), Written::Exists);
+        assert_eq!(s.put("b", b"{2}", &[], Some(1)).await.unwrap(), Written::Missing);
+        // Based on a version that is not the stored one: refused, nothing written.
+        assert_eq!(s.put("a", b"{x}", &[], Some(7)).await.unwrap(), Written::Changed);
+        assert_eq!(s.put("a", b"{3}", &[], Some(1)).await.unwrap(), Written::At(2));
         assert_eq!(s.versions().await.unwrap(), HashMap::from([("a".to_string(), 2)]));
         let got = s.get(&["a".into(), "zz".into()]).await.unwrap();
         assert_eq!((got.len(), got[0].1.json.as_slice()), (1, &b"{3}"[..]));

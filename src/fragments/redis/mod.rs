@@ -268,6 +268,27 @@ impl FragmentStore for RedisStore {
         Ok(n == 1)
     }
 
+    async fn purge(&self, tenant: &str) -> Result<u64, StoreError> {
+        let mut keys = self.scan(&format!("{}frag:{tenant}:*", self.conf.prefix)).await?;
+        keys.push(format!("{}log:{tenant}", self.conf.prefix));
+        let mut conn = self.connection()?;
+        let mut n = 0u64;
+        for k in &keys {
+            // One key per command: a multi-key UNLINK across cluster slots is refused.
+            let gone: u64 = redis::cmd("UNLINK")
+                .arg(k)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.fail("unlink", e))?;
+            n += gone;
+            // This instance forgets at once; the others through their tracking invalidations.
+            if let (Some(c), Some(id)) = (&self.cache, k.rsplit_once(':').and_then(|(_, id)| TokenId::parse(id))) {
+                c.evict(&id);
+            }
+        }
+        Ok(n)
+    }
+
     async fn list(&self, tenant: Option<&str>) -> Result<Vec<Entry>, StoreError> {
         let pattern = match tenant {
             Some(t) => format!("{}frag:{t}:*", self.conf.prefix),
