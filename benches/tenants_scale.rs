@@ -24,7 +24,6 @@
 //!    changes, then while `a` applies 100 tenant changes; both printed.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
