@@ -456,6 +456,11 @@ fn tenant_cli_drives_the_tenants_api_and_purge_deletes_the_records() {
         "a YAML tenant is never purged"
     );
     assert_eq!(t.admin_call("DELETE", "/v1/tenants/hooli?purge=maybe", None).0, 400);
+    // An id that would be a glob in the store's key pattern purges nothing.
+    for id in ["*", "ac*", "%2A", "a%5Bc%5D"] {
+        let (s, v) = t.admin_call("DELETE", &format!("/v1/tenants/{id}?purge=true"), None);
+        assert_eq!(s, 400, "{id}: {v}");
+    }
     assert_eq!(exists(&format!("tessera:frag:acme:{other}")), "1");
 }
 

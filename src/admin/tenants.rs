@@ -47,6 +47,14 @@ impl AdminState {
                     Ok(p) => p,
                     Err(r) => return r,
                 };
+                if purge && !crate::config::valid_tenant_id(id) {
+                    // Checked before the store sees it: the id becomes a key pattern there.
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        "not a tenant id (lower-case letters, digits, '-', '_'; at most 64)",
+                    );
+                }
                 // A purge of a tenant already removed (a retry, or records left behind by an
                 // earlier plain DELETE) purges what is left; a live YAML tenant is never
                 // purged (`delete` refuses it with 409 first).

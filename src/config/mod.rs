@@ -910,7 +910,9 @@ fn anomaly_conf(base: &AnomalyConf, raw: &RawAnomaly, key: &str, c: &mut Checker
     a
 }
 
-fn valid_tenant_id(id: &str) -> bool {
+/// A tenant id as config and the tenants API accept it (also keeps ids glob- and path-safe
+/// in Redis key patterns and embedded key prefixes).
+pub fn valid_tenant_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id

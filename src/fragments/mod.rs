@@ -256,6 +256,9 @@ impl FragmentStore for EmbeddedStore {
     }
 
     async fn purge(&self, tenant: &str) -> Result<u64, StoreError> {
+        if !crate::config::valid_tenant_id(tenant) {
+            return Err(self.err(format!("refusing to purge {tenant:?}: not a tenant id")));
+        }
         let _w = self.write_lock.lock().await;
         let db =
             self.db.read().ok().and_then(|d| d.clone()).ok_or_else(|| {

@@ -269,6 +269,12 @@ impl FragmentStore for RedisStore {
     }
 
     async fn purge(&self, tenant: &str) -> Result<u64, StoreError> {
+        // The id goes into a SCAN pattern: `*` would match every tenant.
+        if !crate::config::valid_tenant_id(tenant) {
+            return Err(StoreError::Unavailable(format!(
+                "refusing to purge {tenant:?}: not a tenant id"
+            )));
+        }
         let mut keys = self.scan(&format!("{}frag:{tenant}:*", self.conf.prefix)).await?;
         keys.push(format!("{}log:{tenant}", self.conf.prefix));
         let mut conn = self.connection()?;
