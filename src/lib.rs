@@ -6,6 +6,7 @@
 //! `upstream_peer` (tenant's prepared peer) → `upstream_request_filter` (credential and tenant
 //! headers set, token wiped) → `logging` (`metrics`, `session_log`, `anomaly`).
 
+pub mod acme;
 pub mod admin;
 pub mod anomaly;
 pub mod cli;

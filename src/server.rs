@@ -143,6 +143,11 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let (sessions, writer) = session_log::channel(sessions_store.clone());
     let anomaly = Detector::new(tenants.clone());
 
+    // Automatic certificates (`acme:`): a background service plus the HTTP-01 answerer.
+    let acme = cfg
+        .acme
+        .clone()
+        .map(|conf| crate::acme::AcmeService::new(conf, runtime.clone(), keyring.clone(), redis.clone()));
     let guard = crate::guard::Guard::new(cfg.limits);
     let proxy = Proxy {
         tenants: tenants.clone(),
@@ -153,6 +158,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         max_request: cfg.upstream.max_request,
         guard: guard.clone(),
         oauth: crate::oauth::OAuth::default(),
+        acme: acme.as_ref().map(|(_, h)| h.clone()),
     };
     let conf = server.configuration.clone();
     // The connection guard wraps Pingora's HTTP app (slowloris and HTTP/2 rapid-reset limits).
@@ -192,6 +198,9 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     }
 
     server.add_service(background_service("certificate reloader", ArcService(certs.clone())));
+    if let Some((service, _)) = acme {
+        server.add_service(background_service("acme", service));
+    }
     if let KeysConf::File(path) = &cfg.keys {
         server.add_service(background_service(
             "keyring reloader",
@@ -311,7 +320,7 @@ fn open_store(cfg: &Config, opts: &ServeOptions, server: &Server) -> Result<Open
 /// captured for routing, h2 + h1 via ALPN.
 fn tls_settings(cfg: &Config, tenants: &Arc<Tenants>) -> Result<(Arc<CertStore>, TlsSettings), ServeError> {
     let certs = CertStore::new(
-        cfg.tenants.iter().map(|t| t.cert.clone()).collect(),
+        cfg.tenants.iter().filter_map(|t| t.cert.clone()).collect(),
         cfg.tls.default_cert.clone(),
         cfg.tls.reload_interval,
     );

@@ -5,6 +5,7 @@
 //! reported at once. Relative paths are relative to the working directory Tessera is started
 //! from (the README's commands run from the repository root).
 
+pub mod acme;
 mod headers;
 mod limits;
 pub mod oauth;
@@ -86,6 +87,8 @@ pub struct Config {
     /// The global `anomaly` section, as tenants inherit it (API tenants too).
     pub anomaly: AnomalyConf,
     pub tenants: Vec<TenantConf>,
+    /// `acme:` (automatic certificates for `tls: {acme: true}` tenants).
+    pub acme: Option<acme::AcmeConf>,
 }
 
 #[derive(Debug, Clone)]
@@ -267,7 +270,9 @@ pub struct UpstreamConf {
 pub struct TenantConf {
     pub id: Arc<str>,
     pub hostnames: Vec<HostPattern>,
-    pub cert: CertSource,
+    /// `None`: an ACME tenant (`tls: {acme: true}`) whose first certificate is not obtained
+    /// yet; handshakes for its hostnames get `tls.default_cert` or are refused.
+    pub cert: Option<CertSource>,
     pub upstream: UpstreamConf,
     pub upstream_ca: Option<Vec<Vec<u8>>>,
     pub tenant_header: HeaderName,
@@ -448,6 +453,10 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         );
     }
     let limits = limits::validate(&raw.limits, c);
+    let acme = raw
+        .acme
+        .as_ref()
+        .and_then(|a| acme::validate(a, listen.http.is_some(), c));
     https?;
     Some(Config {
         path: path.to_path_buf(),
@@ -467,6 +476,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         limits,
         anomaly,
         tenants,
+        acme,
     })
 }
 
@@ -957,6 +967,7 @@ pub(super) fn parse_upstream(url: &str) -> Result<UpstreamConf, String> {
 pub struct TenantPem<'a> {
     /// Names the source in messages and logs, e.g. `api:acme`.
     pub label: String,
+    /// Empty for an ACME tenant that has no certificate yet (then `key_pem` is empty too).
     pub cert_pem: &'a [u8],
     pub key_pem: &'a [u8],
     pub upstream_ca_pem: Option<&'a [u8]>,
@@ -1017,8 +1028,9 @@ fn tenant(
     let mut cert_names = hostnames.clone();
     cert_names.extend(oauth.iter().flat_map(|o| o.hostnames.iter().cloned()));
     let loaded = match &pem {
-        Some(p) => CertSource::from_pem(&p.label, p.cert_pem, p.key_pem, &cert_names),
-        None => CertSource::load(PathBuf::from(&t.cert), PathBuf::from(&t.key), &cert_names),
+        Some(p) if p.cert_pem.is_empty() => Ok(None),
+        Some(p) => CertSource::from_pem(&p.label, p.cert_pem, p.key_pem, &cert_names).map(Some),
+        None => CertSource::load(PathBuf::from(&t.cert), PathBuf::from(&t.key), &cert_names).map(Some),
     };
     let cert = match loaded {
         Ok(s) => Some(s),

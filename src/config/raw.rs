@@ -36,6 +36,8 @@ pub struct RawConfig {
     pub strip_headers: Option<Vec<String>>,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub acme: Option<super::acme::RawAcme>,
     pub tenants: Vec<RawTenant>,
 }
 

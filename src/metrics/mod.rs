@@ -48,6 +48,11 @@ pub struct Metrics {
     /// `tessera_config_reloads_total{result}`: config file / tenant changes applied at runtime
     /// (`ok`), refused as invalid (`invalid`), or failed while building (`error`).
     pub config_reloads: IntCounterVec,
+    /// `tessera_acme_orders_total{result}`: ACME orders finished (`ok`, `error`).
+    pub acme_orders: IntCounterVec,
+    /// `tessera_cert_expiry_seconds{tenant}`: seconds until the ACME tenant's certificate
+    /// expires (earliest notAfter of its chain); bounded by the tenant table.
+    pub cert_expiry: GaugeVec,
     pub tenant_label_overflow: IntCounter,
     pub bad_requests: IntCounterVec,
     pub admin_requests: IntCounterVec,
@@ -346,6 +351,8 @@ impl SessionLogFamilies {
 struct ProcessFamilies {
     cert_reloads: IntCounterVec,
     config_reloads: IntCounterVec,
+    acme_orders: IntCounterVec,
+    cert_expiry: GaugeVec,
     tenant_label_overflow: IntCounter,
     bad_requests: IntCounterVec,
     guard_refusals: IntCounterVec,
@@ -375,6 +382,18 @@ impl ProcessFamilies {
                 "tessera_config_reloads_total",
                 "Config file reloads and tenant changes: ok (applied), invalid (refused, old config kept), error.",
                 &["result"],
+            ),
+            acme_orders: counter_vec(
+                r,
+                "tessera_acme_orders_total",
+                "ACME certificate orders by result (ok, error).",
+                &["result"],
+            ),
+            cert_expiry: gauge_vec(
+                r,
+                "tessera_cert_expiry_seconds",
+                "Seconds until the earliest notAfter of an ACME tenant's certificate chain.",
+                &["tenant"],
             ),
             tenant_label_overflow: counter(
                 r,
@@ -446,6 +465,8 @@ impl Metrics {
             session_log_trim_errors: l.trim_errors,
             cert_reloads: p.cert_reloads,
             config_reloads: p.config_reloads,
+            acme_orders: p.acme_orders,
+            cert_expiry: p.cert_expiry,
             tenant_label_overflow: p.tenant_label_overflow,
             bad_requests: p.bad_requests,
             guard_refusals: p.guard_refusals,

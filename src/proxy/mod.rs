@@ -64,6 +64,8 @@ pub struct Proxy {
     pub guard: Arc<crate::guard::Guard>,
     /// The intercepted OAuth endpoints (token, revocation, discovery) on OAuth hostnames.
     pub oauth: crate::oauth::OAuth,
+    /// ACME HTTP-01 answers (`GET /.well-known/acme-challenge/{token}`), when `acme:` is set.
+    pub acme: Option<Arc<crate::acme::Http01>>,
 }
 
 /// Per-request state. Holds the reconstructed credential only between `request_filter` and
@@ -237,6 +239,15 @@ impl ProxyHttp for Proxy {
         }
         // One snapshot for the whole request (one atomic load); later phases read it from ctx.
         let table = self.tenants.load();
+        // ACME HTTP-01 (`crate::acme`): a prefix check, before any tenant lookup.
+        if let Some(acme) = &self.acme {
+            if let Some(token) = crate::acme::Http01::token(session.req_header().uri.path()).map(str::to_owned) {
+                ctx.tenants = Some(table);
+                let answer = acme.answer(&token).await;
+                respond::acme_http01(session, answer).await?;
+                return Ok(true);
+            }
+        }
         let res = self.filter(session, &table, ctx).await;
         ctx.tenants = Some(table);
         res

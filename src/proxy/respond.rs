@@ -207,6 +207,21 @@ pub async fn refuse(session: &mut Session, r: Refusal, request_id: Option<&Heade
     Ok(())
 }
 
+/// The answer to an ACME HTTP-01 request: the key authorization, or `404`.
+pub async fn acme_http01(session: &mut Session, key_authorization: Option<String>) -> Result<()> {
+    let (status, body) = match key_authorization {
+        Some(k) => (200, Bytes::from(k)),
+        None => (404, Bytes::from_static(b"no such challenge\n")),
+    };
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/octet-stream")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,11 +14,12 @@ use crate::config::raw::{RawAnomaly, RawOAuth, RawTenant};
 use crate::config::{AnomalyConf, Problem, TenantConf, TenantPem};
 use crate::token::Keyring;
 
-/// AAD purpose of a sealed TLS private key.
-const KEY_PURPOSE: &str = "tls-key";
+/// AAD purpose of a sealed TLS private key (also ACME keys, sealed the same way).
+pub const KEY_PURPOSE: &str = "tls-key";
 
-/// `tls` of a definition: `{cert_pem, key_pem}` in a request, `{cert_pem, key_sealed}` stored;
-/// `{acme: true}` is refused until ACME is supported.
+/// `tls` of a definition: `{cert_pem, key_pem}` in a request, `{cert_pem, key_sealed}` stored.
+/// `{acme: true}`: the certificate is obtained by `crate::acme`, which writes `cert_pem` and
+/// `key_sealed` here once it has one (every instance gets it through the tenant sync).
 #[derive(Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct TlsDef {
@@ -71,6 +72,11 @@ impl TenantDef {
         serde_json::from_slice(body).map_err(|e| problem("tenant", format!("{e}; see the tenants API in the README")))
     }
 
+    /// Whether the certificate comes from ACME (`tls: {acme: true}`).
+    pub fn is_acme(&self) -> bool {
+        self.tls.acme == Some(true)
+    }
+
     /// Seal a `key_pem` given in a request (replacing any sealed key). Called before storing.
     pub fn seal_key(&mut self, keyring: &Keyring) {
         if let Some(k) = self.tls.key_pem.take() {
@@ -82,40 +88,50 @@ impl TenantDef {
     /// Validate into the type the tenant table is built from: the YAML's checks and
     /// messages (keys prefixed `tenant.`), the private key opened from its seal if needed.
     pub fn validate(&self, keyring: &Keyring, global_anomaly: &AnomalyConf) -> Result<TenantConf, Vec<Problem>> {
-        if self.tls.acme == Some(true) {
-            return Err(problem(
-                "tenant.tls.acme",
-                "automatic certificates (ACME) are not available in this version; give tls.cert_pem and tls.key_pem",
-            ));
-        }
         if self.oauth.as_ref().is_some_and(|o| o.upstream_ca.is_some()) {
             return Err(problem(
                 "tenant.oauth.upstream_ca",
                 "is a file path, which other instances may not have; leave it out (system roots) or configure this tenant in YAML",
             ));
         }
-        let Some(cert_pem) = self.tls.cert_pem.as_deref() else {
+        let acme = self.is_acme();
+        if acme && self.tls.cert_pem.is_none() && self.tls.key_pem.is_some() {
+            return Err(problem(
+                "tenant.tls.key_pem",
+                "an ACME tenant gets its key with its certificate; leave key_pem out (or give cert_pem too)",
+            ));
+        }
+        if !acme && self.tls.cert_pem.as_deref().is_some_and(|c| c.trim().is_empty()) {
             return Err(problem(
                 "tenant.tls.cert_pem",
-                "missing; give the PEM certificate chain, leaf first",
+                "empty; give the PEM certificate chain, leaf first (or {\"acme\": true})",
             ));
-        };
-        let key_pem: Zeroizing<Vec<u8>> = match (&self.tls.key_pem, &self.tls.key_sealed) {
-            (Some(k), _) => Zeroizing::new(k.as_bytes().to_vec()),
-            (None, Some(sealed)) => {
+        }
+        let key_pem: Zeroizing<Vec<u8>> = match (&self.tls.cert_pem, &self.tls.key_pem, &self.tls.key_sealed) {
+            // An ACME tenant before its first certificate: no certificate, no key.
+            (None, _, _) if acme => Zeroizing::new(Vec::new()),
+            (None, _, _) => {
+                return Err(problem(
+                    "tenant.tls.cert_pem",
+                    "missing; give the PEM certificate chain, leaf first (or {\"acme\": true})",
+                ))
+            }
+            (Some(_), Some(k), _) => Zeroizing::new(k.as_bytes().to_vec()),
+            (Some(_), None, Some(sealed)) => {
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(sealed)
                     .map_err(|_| problem("tenant.tls", "the stored key is not base64"))?;
                 crate::token::open_secret(keyring, KEY_PURPOSE, &self.id, &raw)
                     .map_err(|e| problem("tenant.tls", format!("the stored private key does not open: {e}")))?
             }
-            (None, None) => {
+            (Some(_), None, None) => {
                 return Err(problem(
                     "tenant.tls.key_pem",
                     "missing; give the PEM private key of the certificate",
                 ))
             }
         };
+        let cert_pem = self.tls.cert_pem.as_deref().unwrap_or("");
         let raw = RawTenant {
             id: self.id.clone(),
             hostnames: self.hostnames.clone(),

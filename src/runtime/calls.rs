@@ -76,6 +76,12 @@ impl Runtime {
     fn check(&self, def: &mut TenantDef) -> Result<(), ApiError> {
         let keyring = self.keyring.load_full();
         let st = self.state();
+        if def.is_acme() && st.yaml.acme.is_none() {
+            return Err(invalid_one(
+                "tenant.tls.acme",
+                "this Tessera has no acme: section; configure acme (see the README) or give tls.cert_pem and tls.key_pem",
+            ));
+        }
         let conf = def.validate(&keyring, &st.yaml.anomaly).map_err(|p| invalid(&p))?;
         let yaml = st.yaml.tenants.iter().map(|t| (t, "YAML"));
         let others = st.api.values().filter(|a| a.def.id != def.id).map(|a| (&a.conf, "API"));
@@ -92,7 +98,7 @@ impl Runtime {
 
     /// Store `def` (create, or replace an existing API tenant) and apply it here at once.
     /// `base`: `None` creates; `Some(v)` replaces the definition read at version `v`.
-    async fn write(self: &Arc<Self>, mut def: TenantDef, base: Option<u64>) -> Result<Value, ApiError> {
+    pub(super) async fn write(self: &Arc<Self>, mut def: TenantDef, base: Option<u64>) -> Result<Value, ApiError> {
         let this = self.clone();
         // Certificate parsing: off the async threads.
         def = tokio::task::spawn_blocking(move || this.check(&mut def).map(|()| def))

@@ -29,6 +29,7 @@
 //! (`TenantSync`: one `GET` of the global version per check, then only the tenants whose
 //! version changed).
 
+mod acme;
 pub mod api;
 mod calls;
 pub mod store;
@@ -50,6 +51,7 @@ use crate::tenants::{Swap, TenantError, Tenants};
 use crate::tls::CertStore;
 use crate::token::Keyring;
 use crate::watch::FileStamp;
+pub use acme::AcmeWant;
 use api::TenantDef;
 pub use calls::ApiError;
 use store::TenantStore;
@@ -79,6 +81,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "limits",
     "tls.reload_interval",
     "upstream.max_request_duration",
+    "acme",
 ];
 
 /// Why a change was not applied.
@@ -120,6 +123,7 @@ fn restart_signature(c: &Config) -> Vec<(&'static str, String)> {
         ("limits", format!("{:?}", c.limits)),
         ("tls.reload_interval", format!("{:?}", c.tls.reload_interval)),
         ("upstream.max_request_duration", format!("{:?}", c.upstream.max_request)),
+        ("acme", format!("{:?}", c.acme)),
     ];
     debug_assert_eq!(v.len(), RESTART_ONLY.len());
     v
@@ -257,7 +261,7 @@ impl Runtime {
         let confs: Vec<&TenantConf> = y.tenants.iter().chain(st.api.values().map(|a| &a.conf)).collect();
         let swap = self.tenants.replace(&confs, &y.upstream, &y.strip_headers)?;
         self.certs.replace(
-            confs.iter().map(|t| t.cert.clone()).collect(),
+            confs.iter().filter_map(|t| t.cert.clone()).collect(),
             y.tls.default_cert.clone(),
         );
         Ok(swap)

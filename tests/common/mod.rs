@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod oidc;
+pub mod pebble;
 mod process;
 pub mod raw;
 mod redis;
