@@ -165,6 +165,10 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let http = pingora::proxy::http_proxy(&conf, proxy);
     let mut proxy_service = Service::new("tessera proxy".to_string(), guard.wrap(http));
     proxy_service.add_tls_with_settings(&cfg.listen.https.to_string(), None, tls);
+    // ACME TLS-ALPN-01 is answered before Pingora's handshake (`crate::acme::tls_alpn`).
+    if let Some(answerer) = acme.as_ref().and_then(|(service, _)| service.tls_alpn01()) {
+        proxy_service.endpoints().set_pre_tls_callback(answerer);
+    }
     if let Some(http) = cfg.listen.http {
         proxy_service.add_tcp(&http.to_string());
     }

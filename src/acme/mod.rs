@@ -4,15 +4,17 @@
 //! Every `TICK` it looks at the ACME tenants in force (`Runtime::acme_tenants`), sets
 //! `tessera_cert_expiry_seconds{tenant}`, and starts an order (one task per tenant) for each
 //! tenant without a certificate or whose certificate expires within `acme.renew_before`.
-//! The only request-path piece is `Http01::answer`, called by the proxy's `request_filter`
-//! for `GET /.well-known/acme-challenge/{token}` (a prefix check before tenant lookup).
+//! The request-path pieces answer the CA's validation: `Http01::answer`, called by the
+//! proxy's `request_filter` for `GET /.well-known/acme-challenge/{token}` (a prefix check
+//! before tenant lookup), or, with `challenge: tls-alpn-01`, `tls_alpn::TlsAlpn01` before
+//! the HTTPS listener's TLS handshake (see that module).
 //!
 //! Flow of one order: take the tenant's lock in the store (`SET NX PX` in Redis, released by
 //! compare-and-delete; process-local with the embedded store), sync and check again that the
 //! certificate is still needed (another instance may have just installed one), load or create
 //! the ACME account (credentials sealed under the keyring's KEK in the store, so every
-//! instance uses one account), order, publish the HTTP-01 key authorizations in the store
-//! (any instance behind the hostname can answer the CA), wait for the order, finalize with a
+//! instance uses one account), order, publish the key authorizations of the configured
+//! challenge in the store (any instance behind the hostname can answer the CA), wait for the order, finalize with a
 //! fresh key (rcgen), and install the chain and key into the tenant's stored definition
 //! (`Runtime::acme_install`: key sealed, compare-and-set). Other instances get it through the
 //! tenant sync.
@@ -24,6 +26,7 @@
 //! `tls.default_cert` if one is configured, else are refused.
 
 pub mod store;
+pub mod tls_alpn;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -42,7 +45,7 @@ use rustls_pki_types::CertificateDer;
 use sha2::Digest;
 use zeroize::Zeroizing;
 
-use crate::config::acme::AcmeConf;
+use crate::config::acme::{AcmeConf, Challenge};
 use crate::fragments::StoreError;
 use crate::runtime::{AcmeWant, Runtime};
 use crate::token::Keyring;
@@ -77,9 +80,9 @@ pub enum AcmeError {
     /// The order did not become ready / valid.
     #[error("order for {hosts} ended {status}")]
     Order { hosts: String, status: String },
-    /// The CA offered no HTTP-01 challenge for a name (e.g. a wildcard).
-    #[error("no http-01 challenge offered for {0}; wildcard names need dns-01, which Tessera does not answer")]
-    NoChallenge(String),
+    /// The CA offered no challenge of the configured type for a name (e.g. a wildcard).
+    #[error("no {challenge} challenge offered for {name}; wildcard names need dns-01, which Tessera does not answer")]
+    NoChallenge { challenge: &'static str, name: String },
     /// The certificate could not be installed (tenant changed meanwhile, store down).
     #[error("installing the certificate: {0}")]
     Install(String),
@@ -197,6 +200,15 @@ impl AcmeService {
             labelled: Mutex::new(HashSet::new()),
         });
         (AcmeService { inner }, http01)
+    }
+
+    /// The HTTPS listener's pre-TLS callback when the challenge is `tls-alpn-01`.
+    pub fn tls_alpn01(&self) -> Option<Arc<tls_alpn::TlsAlpn01>> {
+        (self.inner.conf.challenge == Challenge::TlsAlpn01).then(|| {
+            Arc::new(tls_alpn::TlsAlpn01 {
+                store: self.inner.store.clone(),
+            })
+        })
     }
 }
 
@@ -372,11 +384,20 @@ impl Inner {
                     }
                 }
                 let name = authz.identifier().to_string();
-                let mut ch = authz
-                    .challenge(ChallengeType::Http01)
-                    .ok_or_else(|| AcmeError::NoChallenge(name))?;
+                let (kind, label) = match self.conf.challenge {
+                    Challenge::Http01 => (ChallengeType::Http01, "http-01"),
+                    Challenge::TlsAlpn01 => (ChallengeType::TlsAlpn01, "tls-alpn-01"),
+                };
+                let mut ch = authz.challenge(kind).ok_or_else(|| AcmeError::NoChallenge {
+                    challenge: label,
+                    name: name.clone(),
+                })?;
                 let key_auth = ch.key_authorization();
-                let suffix = format!("http01:{}", ch.token);
+                // HTTP-01 is looked up by the token in the path, TLS-ALPN-01 by the SNI name.
+                let suffix = match self.conf.challenge {
+                    Challenge::Http01 => format!("http01:{}", ch.token),
+                    Challenge::TlsAlpn01 => tls_alpn::store_key(&name),
+                };
                 self.store
                     .set(&suffix, key_auth.as_str().as_bytes(), Some(CHALLENGE_TTL), false)
                     .await?;

@@ -1,12 +1,13 @@
 //! Where the ACME service keeps what it shares between instances: the account credentials
-//! (sealed under the keyring's KEK), the per-tenant order lock and the HTTP-01 key
+//! (sealed under the keyring's KEK), the per-tenant order lock and the challenges' key
 //! authorizations. In Redis every instance shares them; with the embedded store (one
 //! instance) they live in this process.
 //!
 //! Redis keys (plain keys, one each; no multi-key command touches them):
 //! `<prefix>acme:account:<sha256(directory)>` (sealed account credentials),
 //! `<prefix>acme:lock:<tenant>` (`SET NX PX`, released by a compare-and-delete script),
-//! `<prefix>acme:http01:<token>` (key authorization, expires after `CHALLENGE_TTL`).
+//! `<prefix>acme:http01:<token>` (key authorization, expires after `CHALLENGE_TTL`),
+//! `<prefix>acme:tlsalpn01:<hostname>` (TLS-ALPN-01 key authorization, same expiry).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -20,7 +20,7 @@ pub struct RawAcme {
     /// A PEM root to trust for the directory's HTTPS (test CAs such as Pebble).
     #[serde(default)]
     pub ca_file: Option<String>,
-    /// `http-01` (answered on `listen.http`) or `tls-alpn-01`.
+    /// `http-01` (answered on `listen.http`) or `tls-alpn-01` (on `listen.https`).
     #[serde(default)]
     pub challenge: Option<String>,
     /// Renew when the certificate expires within this duration (default 30d).
@@ -33,6 +33,8 @@ pub struct RawAcme {
 pub enum Challenge {
     /// `GET /.well-known/acme-challenge/{token}` on `listen.http`.
     Http01,
+    /// A TLS handshake with ALPN `acme-tls/1` on `listen.https` (`crate::acme::tls_alpn`).
+    TlsAlpn01,
 }
 
 /// Validated `acme:` section.
@@ -71,7 +73,9 @@ pub(super) fn validate(raw: &RawAcme, has_http: bool, c: &mut Checker) -> Option
             c.bad("acme.ca_file", e);
         }
     }
-    let challenge = match raw.challenge.as_deref().unwrap_or("http-01") {
+    // Default tls-alpn-01: answered on the HTTPS listener every deployment has; http-01 also
+    // needs port 80 (listen.http) reachable by the CA.
+    let challenge = match raw.challenge.as_deref().unwrap_or("tls-alpn-01") {
         "http-01" => {
             if !has_http {
                 c.bad(
@@ -81,17 +85,11 @@ pub(super) fn validate(raw: &RawAcme, has_http: bool, c: &mut Checker) -> Option
             }
             Challenge::Http01
         }
-        "tls-alpn-01" => {
-            c.bad(
-                "acme.challenge",
-                "\"tls-alpn-01\" is not available in this version; use \"http-01\" (needs listen.http)",
-            );
-            Challenge::Http01
-        }
+        "tls-alpn-01" => Challenge::TlsAlpn01,
         other => {
             c.bad(
                 "acme.challenge",
-                format!("{other:?} is not a supported challenge; use \"http-01\""),
+                format!("{other:?} is not a supported challenge; use \"tls-alpn-01\" (on listen.https) or \"http-01\" (needs listen.http)"),
             );
             Challenge::Http01
         }
@@ -145,7 +143,7 @@ mod tests {
     fn valid_section_with_defaults() {
         let mut c = Checker { problems: vec![] };
         let a = validate(&raw("https://ca.example/dir", None, None), true, &mut c).unwrap();
-        assert_eq!(a.challenge, Challenge::Http01);
+        assert_eq!(a.challenge, Challenge::TlsAlpn01);
         assert_eq!(a.renew_before, Duration::from_secs(30 * 86_400));
     }
 
@@ -158,7 +156,9 @@ mod tests {
         assert_eq!(p[0].0, "acme.challenge");
         assert!(p[0].1.contains("listen.http"));
         let p = problems(&raw("https://ca/d", Some("dns-01"), None), true);
-        assert!(p[0].1.contains("dns-01"));
+        assert!(p[0].1.contains("dns-01") && p[0].1.contains("tls-alpn-01"));
+        // tls-alpn-01 is answered on the HTTPS listener: no listen.http needed.
+        assert!(problems(&raw("https://ca/d", Some("tls-alpn-01"), None), false).is_empty());
         let p = problems(&raw("https://ca/d", None, Some("soon")), true);
         assert_eq!(p[0].0, "acme.renew_before");
         let mut r = raw("https://ca/d", None, None);

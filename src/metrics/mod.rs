@@ -50,6 +50,9 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `tessera_acme_orders_total{result}`: ACME orders finished (`ok`, `error`).
     pub acme_orders: IntCounterVec,
+    /// `tessera_acme_challenges_total{challenge,result}`: validations answered by this
+    /// instance (`tls-alpn-01`; result `answered`, `unknown` name, `error`).
+    pub acme_challenges: IntCounterVec,
     /// `tessera_cert_expiry_seconds{tenant}`: seconds until the ACME tenant's certificate
     /// expires (earliest notAfter of its chain); bounded by the tenant table.
     pub cert_expiry: GaugeVec,
@@ -352,6 +355,7 @@ struct ProcessFamilies {
     cert_reloads: IntCounterVec,
     config_reloads: IntCounterVec,
     acme_orders: IntCounterVec,
+    acme_challenges: IntCounterVec,
     cert_expiry: GaugeVec,
     tenant_label_overflow: IntCounter,
     bad_requests: IntCounterVec,
@@ -388,6 +392,12 @@ impl ProcessFamilies {
                 "tessera_acme_orders_total",
                 "ACME certificate orders by result (ok, error).",
                 &["result"],
+            ),
+            acme_challenges: counter_vec(
+                r,
+                "tessera_acme_challenges_total",
+                "ACME validations answered on this instance by challenge and result (answered, unknown, error).",
+                &["challenge", "result"],
             ),
             cert_expiry: gauge_vec(
                 r,
@@ -466,6 +476,7 @@ impl Metrics {
             cert_reloads: p.cert_reloads,
             config_reloads: p.config_reloads,
             acme_orders: p.acme_orders,
+            acme_challenges: p.acme_challenges,
             cert_expiry: p.cert_expiry,
             tenant_label_overflow: p.tenant_label_overflow,
             bad_requests: p.bad_requests,

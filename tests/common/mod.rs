@@ -22,6 +22,15 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 /// A loopback port that was free a moment ago.
+/// Run `f` to completion on a fresh single-threaded runtime (for blocking test code).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind :0");
     l.local_addr().unwrap().port()
