@@ -105,7 +105,7 @@ pub struct TlsConf {
     pub reload_interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamTimeouts {
     pub connect: Duration,
     pub read: Duration,

@@ -134,11 +134,15 @@ struct ApiTenant {
     version: u64,
     def: TenantDef,
     conf: TenantConf,
+    /// `crate::tenants::fingerprint(&conf)`, computed once.
+    fingerprint: [u8; 32],
 }
 
 /// What is in force: the YAML config and the API tenants.
 struct State {
     yaml: Config,
+    /// `crate::tenants::fingerprint` of each of `yaml.tenants`, in order.
+    yaml_fingerprints: Vec<[u8; 32]>,
     api: BTreeMap<String, ApiTenant>,
     /// Global store version the API tenants were last synced at.
     synced: u64,
@@ -228,6 +232,7 @@ impl Runtime {
             writes: tokio::sync::Mutex::new(()),
             started_with: restart_signature(&cfg),
             state: Mutex::new(State {
+                yaml_fingerprints: cfg.tenants.iter().map(crate::tenants::fingerprint).collect(),
                 yaml: cfg,
                 api: BTreeMap::new(),
                 synced: 0,
@@ -258,10 +263,17 @@ impl Runtime {
     /// Blocking when a new upstream must be resolved.
     fn swap_in(&self, st: &State) -> Result<Swap, TenantError> {
         let y = &st.yaml;
-        let confs: Vec<&TenantConf> = y.tenants.iter().chain(st.api.values().map(|a| &a.conf)).collect();
-        let swap = self.tenants.replace(&confs, &y.upstream, &y.strip_headers)?;
+        let confs: Vec<(&TenantConf, [u8; 32])> = y
+            .tenants
+            .iter()
+            .zip(st.yaml_fingerprints.iter().copied())
+            .chain(st.api.values().map(|a| (&a.conf, a.fingerprint)))
+            .collect();
+        let swap = self
+            .tenants
+            .replace_fingerprinted(&confs, &y.upstream, &y.strip_headers)?;
         self.certs.replace(
-            confs.iter().filter_map(|t| t.cert.clone()).collect(),
+            confs.iter().filter_map(|(t, _)| t.cert.clone()).collect(),
             y.tls.default_cert.clone(),
         );
         Ok(swap)
@@ -282,11 +294,14 @@ impl Runtime {
                 problems,
             });
         }
+        let fingerprints = next.tenants.iter().map(crate::tenants::fingerprint).collect();
+        let prev_fingerprints = std::mem::replace(&mut st.yaml_fingerprints, fingerprints);
         let prev = std::mem::replace(&mut st.yaml, next);
         match self.swap_in(&st) {
             Ok(swap) => Ok(swap),
             Err(e) => {
                 st.yaml = prev;
+                st.yaml_fingerprints = prev_fingerprints;
                 Err(e.into())
             }
         }
@@ -363,7 +378,16 @@ impl Runtime {
             match checked {
                 Ok((def, conf)) => {
                     let version = stored.version;
-                    st.api.insert(id, ApiTenant { version, def, conf });
+                    let fingerprint = crate::tenants::fingerprint(&conf);
+                    st.api.insert(
+                        id,
+                        ApiTenant {
+                            version,
+                            def,
+                            conf,
+                            fingerprint,
+                        },
+                    );
                 }
                 Err(p) => {
                     let list: Vec<String> = p.iter().map(|p| format!("{}: {}", p.key, p.message)).collect();
