@@ -14,8 +14,8 @@
 //! certificate is still needed (another instance may have just installed one), load or create
 //! the ACME account (credentials sealed under the keyring's KEK in the store, so every
 //! instance uses one account), order, publish the key authorizations of the configured
-//! challenge in the store (any instance behind the hostname can answer the CA), wait for the order, finalize with a
-//! fresh key (rcgen), and install the chain and key into the tenant's stored definition
+//! challenge in the store (any instance behind the hostname can answer the CA), wait for the
+//! order, finalize with a fresh key (rcgen), and install the chain and key into the tenant's stored definition
 //! (`Runtime::acme_install`: key sealed, compare-and-set). Other instances get it through the
 //! tenant sync.
 //!
@@ -384,17 +384,18 @@ impl Inner {
                     }
                 }
                 let name = authz.identifier().to_string();
-                let (kind, label) = match self.conf.challenge {
-                    Challenge::Http01 => (ChallengeType::Http01, "http-01"),
-                    Challenge::TlsAlpn01 => (ChallengeType::TlsAlpn01, "tls-alpn-01"),
+                let challenge = self.conf.challenge;
+                let kind = match challenge {
+                    Challenge::Http01 => ChallengeType::Http01,
+                    Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
                 };
                 let mut ch = authz.challenge(kind).ok_or_else(|| AcmeError::NoChallenge {
-                    challenge: label,
+                    challenge: challenge.label(),
                     name: name.clone(),
                 })?;
                 let key_auth = ch.key_authorization();
                 // HTTP-01 is looked up by the token in the path, TLS-ALPN-01 by the SNI name.
-                let suffix = match self.conf.challenge {
+                let suffix = match challenge {
                     Challenge::Http01 => format!("http01:{}", ch.token),
                     Challenge::TlsAlpn01 => tls_alpn::store_key(&name),
                 };

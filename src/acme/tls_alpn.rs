@@ -35,6 +35,7 @@ use tokio_rustls::rustls::server::{Acceptor, ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
 use super::store::AcmeStore;
+use crate::config::acme::Challenge;
 
 /// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737 §6.2).
 pub const ACME_TLS_1: &[u8] = b"acme-tls/1";
@@ -217,9 +218,10 @@ impl PreTlsProcess for TlsAlpn01 {
             return Ok(());
         };
         let counter = &crate::metrics::global().acme_challenges;
+        let label = Challenge::TlsAlpn01.label();
         let why = match self.answer(stream, name).await {
             Ok(name) => {
-                counter.with_label_values(&["tls-alpn-01", "answered"]).inc();
+                counter.with_label_values(&[label, "answered"]).inc();
                 log::info!("ACME tls-alpn-01: answered the validation of {name:?}");
                 "ACME TLS-ALPN-01 validation answered; closed as RFC 8737 requires".to_string()
             }
@@ -228,7 +230,7 @@ impl PreTlsProcess for TlsAlpn01 {
                     TlsAlpnError::NoName | TlsAlpnError::NotPending(_) => "unknown",
                     _ => "error",
                 };
-                counter.with_label_values(&["tls-alpn-01", result]).inc();
+                counter.with_label_values(&[label, result]).inc();
                 log::warn!("ACME tls-alpn-01: not answered: {e}");
                 format!("ACME TLS-ALPN-01 validation not answered: {e}")
             }

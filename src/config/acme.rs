@@ -37,6 +37,16 @@ pub enum Challenge {
     TlsAlpn01,
 }
 
+impl Challenge {
+    /// The RFC 8555 name, as in the config and the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Challenge::Http01 => "http-01",
+            Challenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
 /// Validated `acme:` section.
 #[derive(Debug, Clone)]
 pub struct AcmeConf {

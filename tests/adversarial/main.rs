@@ -8,4 +8,5 @@ mod common;
 mod headers;
 mod rapid_reset;
 mod slowloris;
+mod tls_alpn;
 mod unknown_ids;
