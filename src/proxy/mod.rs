@@ -243,8 +243,12 @@ impl ProxyHttp for Proxy {
         if let Some(acme) = &self.acme {
             if let Some(token) = crate::acme::Http01::token(session.req_header().uri.path()).map(str::to_owned) {
                 ctx.tenants = Some(table);
-                let answer = acme.answer(&token).await;
-                respond::acme_http01(session, answer).await?;
+                // Boxed: see `filter` (keeps the per-request future small).
+                Box::pin(async {
+                    let answer = acme.answer(&token).await;
+                    respond::acme_http01(session, answer).await
+                })
+                .await?;
                 return Ok(true);
             }
         }
@@ -436,7 +440,11 @@ impl Proxy {
                 ctx.tenant = Some(t);
                 match table.get(t) {
                     Some(tenant) if ctx.surface == Surface::OAuth => {
-                        if let Some(handled) = self.oauth_endpoint(session, table, tenant, ctx).await {
+                        // Boxed: its state (an exchange with the authorization server) is
+                        // kilobytes, and an unboxed one would make every request's
+                        // `request_filter` future that large (Pingora copies it into a `Box`
+                        // per request; README "Performance").
+                        if let Some(handled) = Box::pin(self.oauth_endpoint(session, table, tenant, ctx)).await {
                             return handled;
                         }
                         // Other OAuth pages need no Part A; one sent anyway (userinfo with the
@@ -473,7 +481,9 @@ impl Proxy {
             Ok(()) => Ok(false),
             Err(refusal) => {
                 ctx.refusal = Some(refusal);
-                respond::refuse(session, refusal, ctx.request_id.as_ref()).await?;
+                // Boxed for the same reason as the OAuth endpoints: writing a response is a
+                // large future, and refusals are the uncommon path.
+                Box::pin(respond::refuse(session, refusal, ctx.request_id.as_ref())).await?;
                 Ok(true)
             }
         }
