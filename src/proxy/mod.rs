@@ -508,10 +508,19 @@ impl Proxy {
         ctx: &Ctx,
     ) -> Result<()> {
         headers::strip_hop_by_hop(up);
+        // Removing goes through both of Pingora's header maps (values and original case); a
+        // lookup in one is enough to know there is nothing to remove, the common case.
         for name in table.stripped_headers() {
-            up.remove_header(name);
+            if up.headers.contains_key(name) {
+                up.remove_header(name);
+            }
         }
-        if !keep_authorization {
+        // A credential sent as `Authorization` replaces the client's (insert replaces every
+        // value), so the separate removal is only needed for other credential headers.
+        let replaced = credential
+            .as_ref()
+            .is_some_and(|(name, _)| name == http::header::AUTHORIZATION);
+        if !keep_authorization && !replaced {
             up.remove_header(&http::header::AUTHORIZATION);
         }
         if let Some((name, value)) = credential {
