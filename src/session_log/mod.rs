@@ -194,7 +194,9 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
     // Most values need no escape: one pass without an early exit (the compiler vectorises it),
     // then a single copy.
-    let plain = !b.iter().fold(false, |any, &c| any | (c < 0x20) | (c == b'"') | (c == b'\\'));
+    let plain = !b
+        .iter()
+        .fold(false, |any, &c| any | (c < 0x20) | (c == b'"') | (c == b'\\'));
     if plain {
         out.extend_from_slice(b);
         out.push(b'"');
@@ -996,7 +998,10 @@ mod tests {
         };
         let mut floats = vec![];
         for d in [1.0, 0.5, 12.75, 1e21, 123456.789, f64::MIN_POSITIVE, 3.0e-300] {
-            floats.push(SessionRecord { duration_ms: d, ..base.clone() });
+            floats.push(SessionRecord {
+                duration_ms: d,
+                ..base.clone()
+            });
         }
         let with_oauth = SessionRecord {
             oauth: Some(OAuthAudit {
@@ -1012,9 +1017,22 @@ mod tests {
             assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&theirs));
             // And it reads back (exactly, but for floats serde_json's parser rounds).
             let back: SessionRecord = serde_json::from_slice(&ours).unwrap();
-            assert_eq!(SessionRecord { duration_ms: r.duration_ms, ..back }, r);
+            assert_eq!(
+                SessionRecord {
+                    duration_ms: r.duration_ms,
+                    ..back
+                },
+                r
+            );
         }
-        for ip in ["192.0.2.1", "0.0.0.0", "255.255.255.255", "10.20.3.40", "2001:db8::1", "::ffff:192.0.2.1"] {
+        for ip in [
+            "192.0.2.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.20.3.40",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_string(ip), ip.to_string());
         }
