@@ -10,7 +10,7 @@
 //! | [`part_a`] | `request_filter`: `Authorization: Bearer <Part A>`, parsed before any store lookup |
 //! | [`config`] | start-up and `tessera check-config`: YAML → validated `Config`; the keyring text |
 //! | [`admin_body`] | admin API: JSON bodies of mint (`POST …/tokens`) and rotate (`POST …/rotate`) |
-//! | [`request_head`] | `request_filter` and `upstream_request_filter`: the header checks on the client's request head |
+//! | [`request_head`] | the connection guard's head scan (read boundaries change nothing), then `request_filter` and `upstream_request_filter`: the header checks on the client's request head |
 //! | [`oauth_form`] | `request_filter` on a tenant's OAuth surface: the token and revocation forms, the Basic client id |
 //!
 //! Assertion messages never print token material: the inputs are fuzzer-made, but the habit stays.
@@ -174,10 +174,30 @@ fn check_reply(r: &crate::admin::Reply) {
 /// Maximum headers Pingora's HTTP/1 server parses (`pingora-core` `v1::common::MAX_HEADERS`).
 const MAX_HEADERS: usize = 256;
 
+/// The connection guard's head scan (`guard::HeadScan`, on every read before Pingora parses):
+/// the same answer whether the bytes come in one read or two, cut where the input says.
+fn head_scan_ignores_read_boundaries(data: &[u8]) {
+    use crate::guard::{HeadLimits, HeadScan, Scan};
+    let limits = HeadLimits {
+        timeout: std::time::Duration::from_secs(1),
+        max_bytes: 512,
+        max_headers: 8,
+    };
+    let whole = HeadScan::default().feed(data, &limits);
+    let cut = data.first().map_or(0, |&b| usize::from(b)) % (data.len() + 1);
+    let mut scan = HeadScan::default();
+    let mut split = scan.feed(&data[..cut], &limits);
+    if split == Scan::More {
+        split = scan.feed(&data[cut..], &limits);
+    }
+    assert_eq!(whole, split, "head scan answer depends on the read boundary at {cut}");
+}
+
 /// A raw HTTP/1.x request head, parsed with `httparse` into a Pingora [`RequestHeader`] as
 /// Pingora's HTTP/1 server does, then every header function of the proxy in request order.
 /// New header checks in `proxy::headers` are added here (one call each, same order as the proxy).
 pub fn request_head(data: &[u8]) {
+    head_scan_ignores_read_boundaries(data);
     let Some(mut req) = parse_head(data) else {
         return;
     };

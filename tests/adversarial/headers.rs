@@ -108,7 +108,8 @@ fn other_tenants_headers_and_forwarding_headers_are_stripped() {
     let t = s.start("a");
     let (_, part_a) = t.mint("globex", TOKEN);
     let raw = format!(
-        "GET /r HTTP/1.1\r\nHost: saas.globex.test\r\nAuthorization: Bearer {part_a}\r\nX-Tenant-Id: acme\r\nForwarded: for=10.0.0.1\r\nX-Real-IP: 10.0.0.1\r\nX-Forwarded-Port: 1\r\nConnection: close\r\n\r\n"
+        // A second `Authorization` of the client's own must not ride along with the credential.
+        "GET /r HTTP/1.1\r\nHost: saas.globex.test\r\nAuthorization: Bearer {part_a}\r\nAuthorization: Basic ZXZpbDpldmls\r\nX-Tenant-Id: acme\r\nForwarded: for=10.0.0.1\r\nX-Real-IP: 10.0.0.1\r\nX-Forwarded-Port: 1\r\nConnection: close\r\n\r\n"
     );
     let answer = tls_exchange(t.ports.https, "saas.globex.test", &s.ca_pem, raw.as_bytes());
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
