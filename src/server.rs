@@ -156,6 +156,7 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         sessions,
         anomaly: anomaly.clone(),
         max_request: cfg.upstream.max_request,
+        preserve_header_case: cfg.preserve_header_case,
         guard: guard.clone(),
         oauth: crate::oauth::OAuth::default(),
         acme: acme.as_ref().map(|(_, h)| h.clone()),

@@ -74,6 +74,12 @@ pub struct Config {
     pub grace_period: Duration,
     pub tls: TlsConf,
     pub upstream: UpstreamTimeouts,
+    /// `upstream.preserve_header_case`: send an HTTP/1 client's header names upstream in the
+    /// client's spelling. Off by default: names then go out as Pingora writes them (lower
+    /// case apart from a few standard names such as `Host`), which is also what every HTTP/2
+    /// client's request looks like upstream, and each request costs ~7 k fewer instructions
+    /// (one header map instead of two; README "Performance").
+    pub preserve_header_case: bool,
     pub store: StoreConf,
     pub keys: KeysConf,
     pub admin_tokens: Vec<AdminToken>,
@@ -432,6 +438,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
     let grace_period = c.duration("grace_period", raw.grace_period.as_deref(), Duration::from_secs(10));
     let tls = tls_conf(&raw.tls, c);
     let upstream = upstream_timeouts(&raw.upstream, c);
+    let preserve_header_case = raw.upstream.preserve_header_case.unwrap_or(false);
     let store = store_conf(raw.store, c);
     let keys = keys_conf(raw.keys, c);
     let tenant_ids: Vec<&str> = raw.tenants.iter().map(|t| t.id.as_str()).collect();
@@ -466,6 +473,7 @@ fn validate(raw: RawConfig, path: &Path, c: &mut Checker) -> Option<Config> {
         grace_period,
         tls,
         upstream,
+        preserve_header_case,
         store,
         keys,
         admin_tokens,

@@ -77,6 +77,7 @@ pub struct RawUpstreamDefaults {
     pub write_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_request_duration: Option<String>,
+    pub preserve_header_case: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

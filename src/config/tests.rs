@@ -146,3 +146,19 @@ fn oauth_section_is_validated() {
     let e = Config::from_yaml(&twice, Path::new("t.yaml")).unwrap_err().to_string();
     assert!(e.contains("already served"), "{e}");
 }
+
+#[test]
+fn preserve_header_case_defaults_off_and_must_be_a_boolean() {
+    let base = "listen: { https: \"127.0.0.1:1\" }\ntenants:\n  - { id: acme, hostnames: [saas.acme.example], cert: certs/acme.pem, key: certs/acme.key, upstream: \"http://127.0.0.1:9\" }\n";
+    let cfg = Config::from_yaml(base, Path::new("t.yaml")).unwrap();
+    assert!(!cfg.preserve_header_case);
+    let on = format!("{base}upstream: {{ preserve_header_case: true }}\n");
+    assert!(
+        Config::from_yaml(&on, Path::new("t.yaml"))
+            .unwrap()
+            .preserve_header_case
+    );
+    let bad = format!("{base}upstream: {{ preserve_header_case: sometimes }}\n");
+    let e = Config::from_yaml(&bad, Path::new("t.yaml")).unwrap_err().to_string();
+    assert!(e.contains("preserve_header_case"), "{e}");
+}

@@ -194,6 +194,37 @@ pub(crate) const HOP_BY_HOP: [&str; 5] = [
     "upgrade",
 ];
 
+/// Forget an HTTP/1 client's header-name spelling for the upstream request (runs first in
+/// `shape_upstream`, unless `upstream.preserve_header_case`).
+///
+/// Pingora keeps a second map of every name's original case for HTTP/1 requests, and each
+/// header Tessera sets or removes then updates both maps; without it the upstream request is
+/// one map, written as Pingora writes names it has no case for (lower case apart from a few
+/// standard names such as `Host`), exactly as every HTTP/2 client's request already reaches
+/// the upstream. Field names are case-insensitive (RFC 9110 §5.1). Measured: ~7 k fewer
+/// instructions per HTTP/1.1 request (README "Performance").
+///
+/// Only an origin-form target (the request line's target is the URI's path and query) is
+/// converted: the conversion keeps the URI, not raw target bytes, so absolute-form, CONNECT
+/// and non-UTF-8 targets keep Pingora's handling and the case map.
+pub fn drop_header_case(up: &mut RequestHeader) {
+    if !up.has_case() || up.method == http::Method::CONNECT || !up.raw_path_is_utf8() {
+        return;
+    }
+    let origin_form = up.raw_path().first() == Some(&b'/')
+        && up
+            .uri
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str().as_bytes() == up.raw_path());
+    if !origin_form {
+        return;
+    }
+    // `Parts` has no public constructor; an empty request's parts allocate nothing.
+    let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let cased = std::mem::replace(up, empty);
+    *up = RequestHeader::from(http::request::Parts::from(cased));
+}
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and proxy credentials are not forwarded, nor any header
 /// the client listed in `Connection`. Framing (`Transfer-Encoding`, `Content-Length`) is left
 /// to Pingora.

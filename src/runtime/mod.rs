@@ -81,6 +81,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "limits",
     "tls.reload_interval",
     "upstream.max_request_duration",
+    "upstream.preserve_header_case",
     "acme",
 ];
 
@@ -123,6 +124,7 @@ fn restart_signature(c: &Config) -> Vec<(&'static str, String)> {
         ("limits", format!("{:?}", c.limits)),
         ("tls.reload_interval", format!("{:?}", c.tls.reload_interval)),
         ("upstream.max_request_duration", format!("{:?}", c.upstream.max_request)),
+        ("upstream.preserve_header_case", c.preserve_header_case.to_string()),
         ("acme", format!("{:?}", c.acme)),
     ];
     debug_assert_eq!(v.len(), RESTART_ONLY.len());

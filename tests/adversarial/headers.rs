@@ -121,6 +121,81 @@ fn other_tenants_headers_and_forwarding_headers_are_stripped() {
     assert_eq!(header_values(&got, "authorization"), [format!("Bearer {TOKEN}")]);
 }
 
+/// The upstream's HTTP/1 head: the tenant's upstream as `Host`, one credential, the tenant
+/// header, and an origin-form target, also for an HTTP/2 client (whose URI carries the
+/// vanity authority; Tessera sends the path on, `shape_upstream`). Header names: by default an
+/// HTTP/1 client's spelling is not kept (names go out as Pingora writes them, as for every
+/// HTTP/2 client); with `upstream.preserve_header_case` it is, and the credential goes under
+/// the usual `Authorization` spelling whatever case the client used.
+#[test]
+fn upstream_head_is_origin_form_with_the_tenants_host() {
+    let rec = Recorder::start();
+    let (mut s, _) = two_tenants(&rec);
+    let upstream_host = rec.addr.to_string();
+    let check = |got: &str, line: &str, forwarded_host: &str| {
+        assert!(got.starts_with(&format!("{line}\r\n")), "request line: {got}");
+        assert_eq!(
+            header_values(got, "authorization"),
+            [format!("Bearer {TOKEN}")],
+            "{got}"
+        );
+        assert_eq!(header_values(got, "x-amz-tenant-id"), ["globex"], "{got}");
+        assert_eq!(header_values(got, "host"), [upstream_host.as_str()], "{got}");
+        assert_eq!(header_values(got, "x-forwarded-host"), [forwarded_host], "{got}");
+        assert_eq!(header_values(got, "x-client-Case"), ["kept"], "{got}");
+    };
+    for preserve in [false, true] {
+        s.upstream = format!("{{ connect_timeout: 2s, read_timeout: 10s, preserve_header_case: {preserve} }}");
+        let t = s.start("a");
+        let (_, part_a) = t.mint("globex", TOKEN);
+
+        // HTTP/1.1 with a lower-case `authorization` and a mixed-case header of the client's.
+        let raw = format!(
+            "GET /h1?q=1 HTTP/1.1\r\nHost: saas.globex.test\r\nauthorization: Bearer {part_a}\r\nX-Client-Case: kept\r\nConnection: close\r\n\r\n"
+        );
+        let answer = tls_exchange(t.ports.https, "saas.globex.test", &s.ca_pem, raw.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let got = rec.texts().pop().unwrap();
+        check(&got, "GET /h1?q=1 HTTP/1.1", "saas.globex.test");
+        let spelled = [
+            format!("\r\nAuthorization: Bearer {TOKEN}\r\n"),
+            "\r\nX-Client-Case: kept\r\n".into(),
+        ];
+        let lower = [
+            format!("\r\nauthorization: Bearer {TOKEN}\r\n"),
+            "\r\nx-client-case: kept\r\n".into(),
+        ];
+        for (want, not) in if preserve {
+            spelled.iter().zip(&lower)
+        } else {
+            lower.iter().zip(&spelled)
+        } {
+            assert!(
+                got.contains(want.as_str()),
+                "preserve_header_case: {preserve}: want {want:?} in {got}"
+            );
+            assert!(
+                !got.contains(not.as_str()),
+                "preserve_header_case: {preserve}: {not:?} in {got}"
+            );
+        }
+        assert!(got.contains("\r\nHost: "), "Host keeps its usual spelling: {got}");
+
+        // HTTP/2: `:scheme`, `:authority` and `:path` become an origin-form HTTP/1.1 request.
+        let c = client_for(&s.ca_pem, t.ports.https, &["saas.globex.test"], true);
+        let r = c
+            .get(t.url("saas.globex.test", "/h2/x?y=2"))
+            .bearer_auth(&part_a)
+            .header("X-Client-Case", "kept")
+            .send()
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let authority = format!("saas.globex.test:{}", t.ports.https);
+        check(&rec.texts().pop().unwrap(), "GET /h2/x?y=2 HTTP/1.1", &authority);
+    }
+}
+
 /// Finding 6: `Content-Length` lists and leading zeros reach the upstream as one canonical
 /// value; disagreeing values are refused before the upstream.
 #[test]
