@@ -262,7 +262,7 @@ impl ProxyHttp for Proxy {
     /// No downstream modules. Pingora's default adds a response-compression module at level 0
     /// (disabled); Tessera never compresses (a proxy in front of an API passes the upstream's
     /// encoding through), and the disabled module still cost a context, a boxed filter future
-    /// and four filter calls per request (~1.3 k instructions, README "Performance").
+    /// and four filter calls per request (~1.2 k instructions, README "Performance").
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     /// Where to send the request: the tenant's peer, prepared at load time.
