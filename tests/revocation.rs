@@ -147,7 +147,10 @@ fn redis_frozen_killed_or_disconnected_fails_closed_then_recovers() {
         }
     }
 
-    // Killed and restarted Redis (data persisted): refuse while down, resume by itself.
+    // Killed and restarted Redis (data persisted): refuse while down, resume by itself. The
+    // killed connections are re-established by the store's heartbeat; until then an instance
+    // is blind and refuses (the loop above may finish first), so the mint waits for it.
+    inst[0].wait_ready();
     let (_, part_b) = inst[0].mint("acme", "tok2");
     redis.stop();
     for (t, c) in inst.iter().zip(&clients) {

@@ -6,12 +6,13 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use zeroize::Zeroizing;
 
 use super::respond::BadRequest;
 use crate::reserved::reserved;
+use crate::tenants::UpstreamName;
 use crate::token::Credential;
 
 /// The Part A in `Authorization: Bearer <Part A>` (scheme case-insensitive, RFC 6750 §2.1).
@@ -194,22 +195,106 @@ pub(crate) const HOP_BY_HOP: [&str; 5] = [
     "upgrade",
 ];
 
-/// Forget an HTTP/1 client's header-name spelling for the upstream request (runs first in
-/// `shape_upstream`, unless `upstream.preserve_header_case`).
+/// The upstream request as `shape_upstream` edits it.
 ///
-/// Pingora keeps a second map of every name's original case for HTTP/1 requests, and each
-/// header Tessera sets or removes then updates both maps; without it the upstream request is
-/// one map, written as Pingora writes names it has no case for (lower case apart from a few
-/// standard names such as `Host`), exactly as every HTTP/2 client's request already reaches
-/// the upstream. Field names are case-insensitive (RFC 9110 §5.1). Measured: ~7 k fewer
-/// instructions per HTTP/1.1 request (README "Performance").
+/// Pingora's `RequestHeader` keeps a second map of every name's original case for HTTP/1
+/// requests, and each edit through it (`insert_header`, `remove_header`) turns the name into
+/// bytes, parses them back into a `HeaderName` (an allocation for every non-standard name) and
+/// updates both maps. When there is no case to keep (`take_parts`), Tessera edits the request's
+/// plain `http` parts instead: a prepared `HeaderName` goes into the one header map with a
+/// reference-count clone, nothing parsed or copied (README "Performance").
+pub trait Upstream {
+    fn headers(&self) -> &http::HeaderMap;
+    /// Replace every value of a prepared name.
+    fn set(&mut self, name: &UpstreamName, value: HeaderValue) -> Result<()>;
+    /// Replace every value of a name known only per request (a stored credential's header).
+    fn set_name(&mut self, name: HeaderName, value: HeaderValue) -> Result<()>;
+    fn remove(&mut self, name: &str);
+    fn uri(&self) -> &http::Uri;
+    /// Whether the request target is valid UTF-8 (Pingora refuses to forward one that is not).
+    fn target_is_utf8(&self) -> bool;
+    fn set_uri(&mut self, uri: http::Uri);
+    /// Room for `n` more headers, made once (a header map grows, rehashing, as it fills).
+    fn reserve(&mut self, n: usize);
+}
+
+impl Upstream for RequestHeader {
+    fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+    fn set(&mut self, name: &UpstreamName, value: HeaderValue) -> Result<()> {
+        self.insert_header(name.wire.clone(), value)
+    }
+    fn set_name(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.insert_header(name, value)
+    }
+    fn remove(&mut self, name: &str) {
+        self.remove_header(name);
+    }
+    fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+    fn target_is_utf8(&self) -> bool {
+        self.raw_path_is_utf8()
+    }
+    fn set_uri(&mut self, uri: http::Uri) {
+        RequestHeader::set_uri(self, uri);
+    }
+    fn reserve(&mut self, _: usize) {
+        // No access to Pingora's two maps; they grow as needed.
+    }
+}
+
+impl Upstream for http::request::Parts {
+    fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+    fn set(&mut self, name: &UpstreamName, value: HeaderValue) -> Result<()> {
+        self.headers.insert(name.name.clone(), value);
+        Ok(())
+    }
+    fn set_name(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.headers.insert(name, value);
+        Ok(())
+    }
+    fn remove(&mut self, name: &str) {
+        self.headers.remove(name);
+    }
+    fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
+    fn target_is_utf8(&self) -> bool {
+        // `take_parts` only takes requests whose target is the URI's (UTF-8) path and query.
+        true
+    }
+    fn set_uri(&mut self, uri: http::Uri) {
+        self.uri = uri;
+    }
+    fn reserve(&mut self, n: usize) {
+        // Cannot fail: Pingora caps a request at 256 header lines, the map at 32,768 entries.
+        let _ = self.headers.try_reserve(n);
+    }
+}
+
+/// An upstream request taken apart by `take_parts`; `restore` puts it back.
+pub struct Taken {
+    pub parts: http::request::Parts,
+    end_stream: Option<bool>,
+}
+
+/// Take the upstream request's plain `http` parts out of Pingora's `RequestHeader` when nothing
+/// they cannot carry would be lost; `None` leaves `up` as it is.
 ///
-/// Only an origin-form target (the request line's target is the URI's path and query) is
-/// converted: the conversion keeps the URI, not raw target bytes, so absolute-form, CONNECT
-/// and non-UTF-8 targets keep Pingora's handling and the case map.
-pub fn drop_header_case(up: &mut RequestHeader) {
-    if !up.has_case() || up.method == http::Method::CONNECT || !up.raw_path_is_utf8() {
-        return;
+/// What the parts do not carry:
+/// - the original case of an HTTP/1 client's header names: dropped unless
+///   `upstream.preserve_header_case` (field names are case-insensitive, RFC 9110 §5.1; the
+///   upstream then gets names as every HTTP/2 client's request already reaches it: lower case
+///   apart from a few standard names such as `Host`);
+/// - a request target that is not the URI's path and query: absolute-form, CONNECT, `*` and
+///   non-UTF-8 targets keep Pingora's handling.
+pub fn take_parts(up: &mut RequestHeader, keep_case: bool) -> Option<Taken> {
+    if (keep_case && up.has_case()) || up.method == http::Method::CONNECT || !up.raw_path_is_utf8() {
+        return None;
     }
     let origin_form = up.raw_path().first() == Some(&b'/')
         && up
@@ -217,48 +302,99 @@ pub fn drop_header_case(up: &mut RequestHeader) {
             .path_and_query()
             .is_some_and(|pq| pq.as_str().as_bytes() == up.raw_path());
     if !origin_form {
-        return;
+        return None;
     }
+    let end_stream = up.send_end_stream();
     // `Parts` has no public constructor; an empty request's parts allocate nothing.
     let empty = RequestHeader::from(http::Request::new(()).into_parts().0);
-    let cased = std::mem::replace(up, empty);
-    *up = RequestHeader::from(http::request::Parts::from(cased));
+    let whole = std::mem::replace(up, empty);
+    Some(Taken {
+        parts: whole.into(),
+        end_stream,
+    })
+}
+
+/// Put a request taken by `take_parts` back (without a case map: written as Pingora writes
+/// names it has no case for).
+pub fn restore(up: &mut RequestHeader, taken: Taken) {
+    *up = RequestHeader::from(taken.parts);
+    if taken.end_stream == Some(false) {
+        up.set_send_end_stream(false);
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and proxy credentials are not forwarded, nor any header
 /// the client listed in `Connection`. Framing (`Transfer-Encoding`, `Content-Length`) is left
 /// to Pingora.
-pub fn strip_hop_by_hop(up: &mut RequestHeader) {
+pub fn strip_hop_by_hop(up: &mut impl Upstream) {
     // Most requests carry none of these: one pass over the names instead of six removals
     // (each parses and hashes its name). `Connection`-listed names need `Connection` present.
     if !up
-        .headers
+        .headers()
         .keys()
         .any(|k| k == http::header::TE || HOP_BY_HOP.contains(&k.as_str()))
     {
         return;
     }
-    let listed = connection_listed(&up.headers);
+    let listed = connection_listed(up.headers());
     for name in listed {
-        up.remove_header(name.as_str());
+        up.remove(name.as_str());
     }
     for name in HOP_BY_HOP {
-        up.remove_header(name);
+        up.remove(name);
     }
     // `TE: trailers` is the one TE value allowed through (and needed by gRPC upstreams).
     let te_trailers = up
-        .headers
+        .headers()
         .get(http::header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     if !te_trailers {
-        up.remove_header("te");
+        up.remove("te");
     }
+}
+
+pub static X_REQUEST_ID: UpstreamName = UpstreamName::from_static("x-request-id", "x-request-id");
+
+/// The upstream's response for the client (runs in `upstream_response_filter`): hop-by-hop
+/// headers dropped, the request id echoed as `X-Request-Id`.
+///
+/// As for requests (`take_parts`), the original case of an HTTP/1 upstream's header names is
+/// dropped unless `upstream.preserve_header_case`: Pingora's case map costs a second insert
+/// (and a name parse and copy) for every header set on the response, here and in Pingora's
+/// own `Date` and `Connection`, and a lookup per header when the response is written. An
+/// HTTP/1 client then gets names as Pingora writes them without case (lower case apart from
+/// standard names such as `Content-Type` and `Date`), as every HTTP/2 client already does.
+/// The status line's reason phrase is kept.
+pub fn shape_response(resp: &mut ResponseHeader, keep_case: bool, request_id: Option<&HeaderValue>) -> Result<()> {
+    strip_response_hop_by_hop(resp);
+    if keep_case && resp.has_case() {
+        if let Some(id) = request_id {
+            resp.insert_header(X_REQUEST_ID.wire.clone(), id.clone())?;
+        }
+        return Ok(());
+    }
+    // Owned only when the upstream sent a reason other than the status's canonical one.
+    let reason = resp
+        .get_reason_phrase()
+        .filter(|r| Some(*r) != resp.status.canonical_reason())
+        .map(str::to_owned);
+    // `Parts` has no public constructor; an empty response's parts allocate nothing.
+    let empty = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let mut parts = http::response::Parts::from(std::mem::replace(resp, empty));
+    if let Some(id) = request_id {
+        parts.headers.insert(X_REQUEST_ID.name.clone(), id.clone());
+    }
+    *resp = ResponseHeader::from(parts);
+    if reason.is_some() {
+        resp.set_reason_phrase(reason.as_deref())?;
+    }
+    Ok(())
 }
 
 /// Hop-by-hop headers of the upstream's response (RFC 9110 §7.6.1): the ones the upstream
 /// listed in `Connection`, and `Keep-Alive`, `Proxy-Connection`. Pingora writes its own
 /// `Connection` and framing headers for the client.
-pub fn strip_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
+pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     if !resp
         .headers
         .keys()
@@ -302,16 +438,16 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
     })
 }
 
+pub static X_FORWARDED_FOR: UpstreamName = UpstreamName::from_static("x-forwarded-for", "x-forwarded-for");
+
 /// Append the client address to `X-Forwarded-For`.
-pub fn append_forwarded_for(up: &mut RequestHeader, ip: IpAddr) -> Result<()> {
-    match up.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => {
-            let value = format!("{prev}, {ip}");
-            up.insert_header("x-forwarded-for", value)?;
-        }
-        _ => up.insert_header("x-forwarded-for", ip_value(ip))?,
-    }
-    Ok(())
+pub fn append_forwarded_for(up: &mut impl Upstream, ip: IpAddr) -> Result<()> {
+    let value = match up.headers().get(&X_FORWARDED_FOR.name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}"))
+            .map_err(|_| Error::explain(InvalidHTTPHeader, "invalid X-Forwarded-For value"))?,
+        _ => ip_value(ip),
+    };
+    up.set(&X_FORWARDED_FOR, value)
 }
 
 /// Owner of the credential bytes inside a `Bytes`: wiped when the last reference drops.
@@ -521,6 +657,69 @@ mod tests {
             assert!(resp.headers.get(h).is_none(), "{h} kept");
         }
         assert!(resp.headers.get("x-keep").is_some());
+    }
+
+    /// `shape_response`: the case map goes unless kept, a custom reason phrase and every
+    /// header stay, the request id is set (replacing an upstream's), hop-by-hop headers go.
+    #[test]
+    fn response_shaped_for_the_client() {
+        let id = HeaderValue::from_static("rid-1");
+        for keep in [false, true] {
+            let mut resp = ResponseHeader::build(404, None).unwrap();
+            resp.set_reason_phrase(Some("Nope")).unwrap();
+            resp.append_header("X-Up-Case", "a").unwrap();
+            resp.append_header("X-Up-Case", "b").unwrap();
+            resp.insert_header("X-Request-Id", "upstream's").unwrap();
+            resp.insert_header("Keep-Alive", "timeout=5").unwrap();
+            shape_response(&mut resp, keep, Some(&id)).unwrap();
+            assert_eq!(resp.has_case(), keep);
+            assert_eq!(resp.status, 404);
+            assert_eq!(resp.get_reason_phrase(), Some("Nope"));
+            let values: Vec<_> = resp.headers.get_all("x-up-case").iter().collect();
+            assert_eq!(values, ["a", "b"]);
+            assert_eq!(resp.headers.get_all("x-request-id").iter().collect::<Vec<_>>(), [&id]);
+            assert!(resp.headers.get("keep-alive").is_none());
+            let mut wire = Vec::new();
+            resp.header_to_h1_wire(&mut wire);
+            let wire = String::from_utf8(wire).unwrap();
+            let spelled = if keep { "X-Up-Case: a" } else { "x-up-case: a" };
+            assert!(wire.contains(spelled), "{wire}");
+        }
+        // A canonical reason is not turned into a custom one, and no id means none is added.
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        shape_response(&mut resp, false, None).unwrap();
+        assert_eq!(resp.get_reason_phrase(), Some("OK"));
+        assert!(resp.headers.get("x-request-id").is_none());
+    }
+
+    /// `take_parts` takes origin-form requests (dropping the case map unless kept) and leaves
+    /// every other target, and a request whose case is kept, to Pingora; `restore` keeps the
+    /// method, target, headers and HTTP/2 end-of-stream flag.
+    #[test]
+    fn parts_taken_only_when_nothing_is_lost() {
+        let mut req = RequestHeader::build("POST", b"/p?q=1", None).unwrap();
+        req.insert_header("X-Case", "1").unwrap();
+        req.set_version(http::Version::HTTP_2);
+        req.set_send_end_stream(false);
+        assert!(take_parts(&mut req, true).is_none(), "case kept");
+        let mut taken = take_parts(&mut req, false).expect("origin form");
+        taken.parts.headers.insert("x-new", HeaderValue::from_static("2"));
+        restore(&mut req, taken);
+        assert!(!req.has_case());
+        assert_eq!((req.method.as_str(), req.raw_path()), ("POST", &b"/p?q=1"[..]));
+        assert_eq!(req.headers.get("x-case").unwrap(), "1");
+        assert_eq!(req.headers.get("x-new").unwrap(), "2");
+        assert_eq!(req.send_end_stream(), Some(false));
+        for (method, target) in [
+            ("GET", &b"http://h.example/p"[..]),
+            ("CONNECT", b"h.example:443"),
+            ("OPTIONS", b"*"),
+            ("GET", b"/\xff"),
+        ] {
+            let mut req = RequestHeader::build(method, target, None).unwrap();
+            assert!(take_parts(&mut req, false).is_none(), "{method} {target:?}");
+            assert_eq!(req.raw_path(), target);
+        }
     }
 
     /// Found by `fuzz/` (request_head): one non-ASCII byte in `Connection` made the whole value

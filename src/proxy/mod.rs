@@ -43,7 +43,7 @@ use crate::fragments::{FragmentStore, StoreError};
 use crate::metrics;
 use crate::session_log::OAuthAudit;
 use crate::session_log::{RecordDraft, SessionLogger};
-use crate::tenants::{Snapshot, Surface, Tenant, TenantTable, Tenants};
+use crate::tenants::{Snapshot, Surface, Tenant, TenantTable, Tenants, UpstreamName};
 use crate::token::{self, Keyring, PartA, TokenId, VerifyResult};
 
 pub use handshake::{HandshakeHook, SniInfo};
@@ -330,15 +330,11 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.upstream_status = Some(resp.status.as_u16());
-        headers::strip_response_hop_by_hop(resp);
         ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
-        Ok(())
+        headers::shape_response(resp, self.preserve_header_case, ctx.request_id.as_ref())
     }
 
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
-        if let Some(id) = &ctx.request_id {
-            resp.insert_header("x-request-id", id.clone())?;
-        }
         if ctx.surface == Surface::OAuth {
             if let Some(o) = ctx.tenant().and_then(|t| t.oauth.as_ref()) {
                 crate::oauth::rewrite_location(resp, o, &vanity_origin(session, ctx.tls))?;
@@ -515,71 +511,22 @@ impl Proxy {
         keep_authorization: bool,
         ctx: &Ctx,
     ) -> Result<()> {
-        if !self.preserve_header_case {
-            headers::drop_header_case(up);
-        }
-        headers::strip_hop_by_hop(up);
-        // Removing goes through both of Pingora's header maps (values and original case); a
-        // lookup in one is enough to know there is nothing to remove, the common case.
-        for name in table.stripped_headers() {
-            if up.headers.contains_key(name) {
-                up.remove_header(name);
-            }
-        }
-        // A credential sent as `Authorization` replaces the client's (insert replaces every
-        // value), so the separate removal is only needed for other credential headers.
-        let replaced = credential
-            .as_ref()
-            .is_some_and(|(name, _)| name == http::header::AUTHORIZATION);
-        if !keep_authorization && !replaced {
-            up.remove_header(&http::header::AUTHORIZATION);
-        }
-        match credential {
-            // Pingora would spell a `HeaderName` `authorization` on an HTTP/1 upstream, copied
-            // per request; the usual case needs neither the copy nor the unusual spelling.
-            Some((_, value)) if replaced => up.insert_header(Bytes::from_static(b"Authorization"), value)?,
-            Some((name, value)) => up.insert_header(name, value)?,
-            None => {}
-        }
-        // h2 carries :authority (one small copy); h1 reuses the Host value without copying.
-        let original_host: Option<HeaderValue> = match session.req_header().uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => up.headers.get(http::header::HOST).cloned(),
+        let shape = Shape {
+            session,
+            table,
+            tenant,
+            upstream_host,
+            keep_authorization,
+            ctx,
         };
-        up.insert_header(http::header::HOST, upstream_host.clone())?;
-        // An HTTP/2 client's URI (or an HTTP/1 absolute-form target) carries the vanity
-        // authority. The upstream's authority is the Host just set, so the target goes on in
-        // origin form, which is what an HTTP/1 upstream gets on the wire anyway; Pingora then has
-        // no authority to reconcile (it would parse Host into a rebuilt URI: ~1 k instructions
-        // per HTTP/2 request). A non-UTF-8 target is left for Pingora, which refuses it.
-        if up.uri.authority().is_some() && up.raw_path_is_utf8() {
-            let mut parts = http::uri::Parts::default();
-            parts.path_and_query = Some(
-                up.uri
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            );
-            if let Ok(uri) = http::Uri::from_parts(parts) {
-                up.set_uri(uri);
+        match headers::take_parts(up, self.preserve_header_case) {
+            Some(mut taken) => {
+                let done = shape.apply(&mut taken.parts, credential);
+                headers::restore(up, taken);
+                done
             }
+            None => shape.apply(up, credential),
         }
-        if let Some(h) = original_host {
-            up.insert_header("x-forwarded-host", h)?;
-        }
-        up.insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
-        if let Some(ip) = client_ip(session) {
-            headers::append_forwarded_for(up, ip)?;
-        }
-        if let Some(id) = &ctx.request_id {
-            up.insert_header("x-request-id", id.clone())?;
-        }
-        // Names prepared at load time in Pingora's wire case (no per-request conversion).
-        for (n, v) in &tenant.headers_wire {
-            up.insert_header(n.clone(), v.clone())?;
-        }
-        up.insert_header(tenant.tenant_header_wire.clone(), tenant.tenant_value.clone())?;
-        Ok(())
     }
 
     /// Whether the request carries `Authorization: Bearer tsr_…`.
@@ -659,6 +606,97 @@ impl Proxy {
             );
         }
         Ok(())
+    }
+}
+
+/// What `shape_upstream` applies to an upstream request (see there).
+struct Shape<'a> {
+    session: &'a Session,
+    table: &'a TenantTable,
+    tenant: &'a Tenant,
+    upstream_host: &'a HeaderValue,
+    keep_authorization: bool,
+    ctx: &'a Ctx,
+}
+
+/// Fixed names Tessera sets, prepared once (`UpstreamName`).
+static AUTHORIZATION: UpstreamName = UpstreamName {
+    name: http::header::AUTHORIZATION,
+    wire: Bytes::from_static(b"Authorization"),
+};
+static HOST: UpstreamName = UpstreamName {
+    name: http::header::HOST,
+    wire: Bytes::from_static(b"Host"),
+};
+static X_FORWARDED_HOST: UpstreamName = UpstreamName::from_static("x-forwarded-host", "x-forwarded-host");
+static X_FORWARDED_PROTO: UpstreamName = UpstreamName::from_static("x-forwarded-proto", "x-forwarded-proto");
+
+impl Shape<'_> {
+    fn apply(&self, up: &mut impl headers::Upstream, credential: Option<(HeaderName, HeaderValue)>) -> Result<()> {
+        headers::strip_hop_by_hop(up);
+        // Host and the credential usually replace the client's; the rest are new.
+        up.reserve(5 + self.tenant.headers_wire.len());
+        // A removal through Pingora's `RequestHeader` goes through both of its header maps; a
+        // lookup is enough to know there is nothing to remove, the common case.
+        for name in self.table.stripped_headers() {
+            if up.headers().contains_key(name) {
+                up.remove(name.as_str());
+            }
+        }
+        // A credential sent as `Authorization` replaces the client's (insert replaces every
+        // value), so the separate removal is only needed for other credential headers.
+        let replaced = credential
+            .as_ref()
+            .is_some_and(|(name, _)| name == http::header::AUTHORIZATION);
+        if !self.keep_authorization && !replaced {
+            up.remove("authorization");
+        }
+        match credential {
+            // Pingora would spell a `HeaderName` `authorization` on an HTTP/1 upstream that
+            // keeps case, copied per request; the prepared name needs neither.
+            Some((_, value)) if replaced => up.set(&AUTHORIZATION, value)?,
+            Some((name, value)) => up.set_name(name, value)?,
+            None => {}
+        }
+        // h2 carries :authority (one small copy); h1 reuses the Host value without copying.
+        let original_host: Option<HeaderValue> = match self.session.req_header().uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => up.headers().get(http::header::HOST).cloned(),
+        };
+        up.set(&HOST, self.upstream_host.clone())?;
+        // An HTTP/2 client's URI (or an HTTP/1 absolute-form target) carries the vanity
+        // authority. The upstream's authority is the Host just set, so the target goes on in
+        // origin form, which is what an HTTP/1 upstream gets on the wire anyway; Pingora then has
+        // no authority to reconcile (it would parse Host into a rebuilt URI: ~1 k instructions
+        // per HTTP/2 request). A non-UTF-8 target is left for Pingora, which refuses it.
+        if up.uri().authority().is_some() && up.target_is_utf8() {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(
+                up.uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            );
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                up.set_uri(uri);
+            }
+        }
+        if let Some(h) = original_host {
+            up.set(&X_FORWARDED_HOST, h)?;
+        }
+        let proto = HeaderValue::from_static(if self.ctx.tls { "https" } else { "http" });
+        up.set(&X_FORWARDED_PROTO, proto)?;
+        if let Some(ip) = client_ip(self.session) {
+            headers::append_forwarded_for(up, ip)?;
+        }
+        if let Some(id) = &self.ctx.request_id {
+            up.set(&headers::X_REQUEST_ID, id.clone())?;
+        }
+        // Names prepared at load time (no per-request parsing or copying).
+        for (n, v) in &self.tenant.headers_wire {
+            up.set(n, v.clone())?;
+        }
+        up.set(&self.tenant.tenant_header_wire, self.tenant.tenant_value.clone())
     }
 }
 

@@ -4,16 +4,17 @@
 //! reference-counted header values and URI, no string formatting) and hands it to a bounded
 //! channel with `try_send` (`SessionLogger::log`); when the channel is full the draft is dropped
 //! and `tessera_session_log_dropped_total{sink="channel"}` counts it. The `Writer` background
-//! service wakes on the first draft, lingers 20 ms, then turns up to 512 drafts into
-//! `SessionRecord`s (all string work happens here, off the proxy threads) and writes them as
-//! one batch to the sinks:
+//! service wakes on the first draft, lingers 20 ms, then turns up to 512 drafts into JSON
+//! lines (all string work happens here, off the proxy threads; a line is written straight from
+//! its draft, no `SessionRecord` built) and writes them as one batch to the sinks:
 //! - JSON lines on stdout and/or a file with size-based rotation (for SIEM shipping);
 //! - per-tenant Redis Streams `<prefix>log:<tenant>` (`XADD … MAXLEN ~`, pipelined per batch)
 //!   when the store is Redis; every configured tenant's stream, idle or not, is trimmed by
 //!   `stream_max_age` (`XTRIM MINID ~`) every tenth of that age (between 1 s and 1 min);
 //!   failures count in `tessera_session_log_trim_errors_total` and are logged at most once a
 //!   minute;
-//! - a capped in-memory ring per tenant (what the admin API reads with the embedded store).
+//! - a capped in-memory ring per tenant of the same lines, when records do not go to Redis
+//!   streams (what the admin API and the console read then; parsed back per query).
 //!
 //! Records never hold a token, Part A or Part B: only the token id. Query string values are
 //! replaced by `*`, and anything Part-A-shaped (`tsr_` + 78 base62, any case of the prefix) in
@@ -100,8 +101,8 @@ pub struct SessionRecord {
 impl SessionRecord {
     /// Append the record as one JSON object (no newline): byte for byte what
     /// `serde_json::to_writer` writes (a unit test compares the two on awkward records), at
-    /// about a third of the instructions. It runs once per request in the writer thread. A record
-    /// with an OAuth audit (token and revocation endpoint calls only) goes through serde.
+    /// about a third of the instructions. A record with an OAuth audit (token and revocation
+    /// endpoint calls only) goes through serde.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         if self.oauth.is_some() {
             if serde_json::to_writer(&mut *out, self).is_err() {
@@ -110,14 +111,67 @@ impl SessionRecord {
             }
             return;
         }
+        RecordView {
+            ts: self.ts,
+            tenant: &self.tenant,
+            token_id: self.token_id.as_deref(),
+            client_ip: self.client_ip.as_deref(),
+            user_agent: self.user_agent.as_deref().map(Cow::Borrowed),
+            method: Cow::Borrowed(&self.method),
+            host: Cow::Borrowed(&self.host),
+            path: Cow::Borrowed(&self.path),
+            status: self.status,
+            upstream_status: self.upstream_status,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            duration_ms: self.duration_ms,
+            request_id: Cow::Borrowed(&self.request_id),
+            verify: self.verify,
+            refusal: self.refusal.as_deref(),
+            anomalies: Anomalies::Names(&self.anomalies),
+        }
+        .write_json(out);
+    }
+}
+
+/// A record's fields as the JSON writer reads them: borrowed from a `SessionRecord`, or from
+/// a `RecordDraft` scrubbed and capped on the fly (the writer's path, `RecordDraft::write_json`:
+/// no record is built, a field is copied only when scrubbing changed it).
+struct RecordView<'a> {
+    ts: u64,
+    tenant: &'a str,
+    token_id: Option<&'a str>,
+    client_ip: Option<&'a str>,
+    user_agent: Option<Cow<'a, str>>,
+    method: Cow<'a, str>,
+    host: Cow<'a, str>,
+    path: Cow<'a, str>,
+    status: u16,
+    upstream_status: Option<u16>,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_ms: f64,
+    request_id: Cow<'a, str>,
+    verify: Option<VerifyResult>,
+    refusal: Option<&'a str>,
+    anomalies: Anomalies<'a>,
+}
+
+enum Anomalies<'a> {
+    Names(&'a [String]),
+    Flags(Flags),
+}
+
+impl RecordView<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
         let mut n = itoa::Buffer::new();
         out.extend_from_slice(b"{\"ts\":");
         out.extend_from_slice(n.format(self.ts).as_bytes());
-        json_field(out, b",\"tenant\":", &self.tenant);
-        if let Some(v) = &self.token_id {
+        json_field(out, b",\"tenant\":", self.tenant);
+        if let Some(v) = self.token_id {
             json_field(out, b",\"token_id\":", v);
         }
-        if let Some(v) = &self.client_ip {
+        if let Some(v) = self.client_ip {
             json_field(out, b",\"client_ip\":", v);
         }
         if let Some(v) = &self.user_agent {
@@ -146,39 +200,93 @@ impl SessionRecord {
         if let Some(v) = self.verify {
             json_field(out, b",\"verify\":", v.label());
         }
-        if let Some(v) = &self.refusal {
+        if let Some(v) = self.refusal {
             json_field(out, b",\"refusal\":", v);
         }
-        if !self.anomalies.is_empty() {
-            out.extend_from_slice(b",\"anomalies\":[");
-            for (i, a) in self.anomalies.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json_str(out, a);
-            }
+        let mut first = true;
+        let mut anomaly = |a: &str| {
+            out.extend_from_slice(if first { b",\"anomalies\":[" } else { b"," });
+            first = false;
+            json_str(out, a);
+        };
+        match &self.anomalies {
+            Anomalies::Names(v) => v.iter().for_each(|a| anomaly(a)),
+            Anomalies::Flags(f) => f.names().for_each(anomaly),
+        }
+        if !first {
             out.push(b']');
         }
         out.push(b'}');
     }
+
+    fn to_record(&self) -> SessionRecord {
+        SessionRecord {
+            ts: self.ts,
+            tenant: self.tenant.to_string(),
+            token_id: self.token_id.map(str::to_string),
+            client_ip: self.client_ip.map(str::to_string),
+            user_agent: self.user_agent.as_deref().map(str::to_string),
+            method: self.method.to_string(),
+            host: self.host.to_string(),
+            path: self.path.to_string(),
+            status: self.status,
+            upstream_status: self.upstream_status,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            duration_ms: self.duration_ms,
+            request_id: self.request_id.to_string(),
+            verify: self.verify,
+            refusal: self.refusal.map(str::to_string),
+            anomalies: match &self.anomalies {
+                Anomalies::Names(v) => v.to_vec(),
+                Anomalies::Flags(f) => f.names().map(str::to_string).collect(),
+            },
+            oauth: None,
+        }
+    }
 }
 
-/// An IP address as text; IPv4 (the common case) without the formatting machinery, which
-/// costs several hundred instructions for four small numbers.
-fn ip_string(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut s = String::with_capacity(15);
-            let mut n = itoa::Buffer::new();
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
+/// A header value as text (borrowed unless it holds bytes that are not UTF-8).
+fn lossy(v: &HeaderValue) -> Cow<'_, str> {
+    String::from_utf8_lossy(v.as_bytes())
+}
+
+/// An IP address as text on the stack; IPv4 (the common case) without the formatting
+/// machinery, which costs several hundred instructions for four small numbers.
+struct IpText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let mut t = IpText { buf: [0; 64], len: 0 };
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut n = itoa::Buffer::new();
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.buf[t.len] = b'.';
+                        t.len += 1;
+                    }
+                    let d = n.format(octet).as_bytes();
+                    t.buf[t.len..t.len + d.len()].copy_from_slice(d);
+                    t.len += d.len();
                 }
-                s.push_str(n.format(octet));
             }
-            s
+            IpAddr::V6(_) => {
+                // The longest IPv6 text form is 45 bytes: the 64-byte buffer cannot run out.
+                let mut w = &mut t.buf[..];
+                if std::io::Write::write_fmt(&mut w, format_args!("{ip}")).is_ok() {
+                    t.len = 64 - w.len();
+                }
+            }
         }
-        IpAddr::V6(_) => ip.to_string(),
+        t
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
 }
 
@@ -331,21 +439,36 @@ fn scrub_run(s: &str, start: usize, end: usize, out: &mut Option<String>, copied
 }
 
 /// Scrub, then cap at `max` bytes on a char boundary (so a cut never leaves half a Part A).
-fn clean(s: &str, max: usize) -> String {
-    let mut out = scrub_part_a(s).into_owned();
-    if out.len() > max {
-        let mut cut = max;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-    }
-    out
+/// Borrowed unless scrubbing changed something.
+fn clean(s: &str, max: usize) -> Cow<'_, str> {
+    cap(scrub_part_a(s), max)
 }
 
-/// `path?a=1&b` → `path?a=*&b`, Part-A-shaped text scrubbed; capped at 1 KiB.
-pub fn redact_path(pq: &str) -> String {
+/// `s` cut to at most `max` bytes on a char boundary.
+fn cap(s: Cow<'_, str>, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(&b[..cut]),
+        Cow::Owned(mut o) => {
+            o.truncate(cut);
+            Cow::Owned(o)
+        }
+    }
+}
+
+/// `path?a=1&b` → `path?a=*&b`, Part-A-shaped text scrubbed; capped at 1 KiB. Borrowed when
+/// there is no query and nothing to scrub.
+pub fn redact_path(pq: &str) -> Cow<'_, str> {
     let pq = scrub_part_a(pq);
+    if !pq.contains('?') {
+        return cap(pq, MAX_PATH);
+    }
     let mut out = String::with_capacity(pq.len().min(MAX_PATH));
     match pq.split_once('?') {
         None => out.push_str(&pq),
@@ -366,14 +489,7 @@ pub fn redact_path(pq: &str) -> String {
             }
         }
     }
-    if out.len() > MAX_PATH {
-        let mut cut = MAX_PATH;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-    }
-    out
+    cap(Cow::Owned(out), MAX_PATH)
 }
 
 /// `METHOD path, Host: host` for Pingora's own error lines (`ProxyHttp::request_summary`),
@@ -392,7 +508,8 @@ pub fn request_summary(req: &RequestHeader) -> String {
 
 /// What the `logging` phase captures: owned handles (reference-counted header values, the
 /// URI), copied numbers and enums. No formatting or scrubbing happens on the proxy thread;
-/// the writer turns a draft into a `SessionRecord` (`finish`).
+/// the writer turns a draft into a JSON line (`write_json`).
+#[cfg_attr(test, derive(Clone))]
 pub struct RecordDraft {
     ts: u64,
     tenant: Arc<str>,
@@ -464,42 +581,59 @@ impl RecordDraft {
         }
     }
 
-    /// The record as stored: strings built, query values redacted, Part-A-shaped text
-    /// scrubbed from every client-supplied field, lengths capped (runs in the writer).
+    /// The record as stored: query values redacted, Part-A-shaped text scrubbed from every
+    /// client-supplied field, lengths capped (runs in the writer). `view` does the work, so
+    /// the JSON line (`write_json`) and the record cannot disagree.
     pub fn finish(self) -> SessionRecord {
+        let mut rec = self.view(|v| v.to_record());
+        rec.oauth = self.oauth.map(|o| *o);
+        rec
+    }
+
+    /// Append the record `finish` would build as one JSON object (no newline), byte for byte
+    /// what `SessionRecord::write_json` writes for it, without building it: a field is copied
+    /// only when scrubbing or capping changed it (runs in the writer, once per request).
+    pub fn write_json(self, out: &mut Vec<u8>) {
+        if self.oauth.is_some() {
+            self.finish().write_json(out);
+        } else {
+            self.view(|v| v.write_json(out));
+        }
+    }
+
+    /// Call `f` with the record's fields scrubbed and capped.
+    fn view<R>(&self, f: impl FnOnce(&RecordView<'_>) -> R) -> R {
         let host = match self.uri.authority() {
-            Some(a) => clean(a.as_str(), MAX_HOST),
-            None => self
-                .host
-                .as_ref()
-                .map_or_else(String::new, |h| clean(&String::from_utf8_lossy(h.as_bytes()), MAX_HOST)),
+            Some(a) => Cow::Borrowed(a.as_str()),
+            None => self.host.as_ref().map_or(Cow::Borrowed(""), lossy),
         };
-        let pq = self.uri.path_and_query().map_or("/", |p| p.as_str());
-        SessionRecord {
+        let user_agent = self.user_agent.as_ref().map(lossy);
+        let request_id = self.request_id.as_ref().map_or(Cow::Borrowed(""), lossy);
+        let mut token_hex = [0u8; 32];
+        let token_id = match self.token_id {
+            Some(t) if hex::encode_to_slice(t.0, &mut token_hex).is_ok() => std::str::from_utf8(&token_hex).ok(),
+            _ => None,
+        };
+        let ip = self.ip.map(IpText::new);
+        f(&RecordView {
             ts: self.ts,
-            tenant: self.tenant.to_string(),
-            token_id: self.token_id.map(|t| t.to_string()),
-            client_ip: self.ip.map(ip_string),
-            user_agent: self
-                .user_agent
-                .map(|v| clean(&String::from_utf8_lossy(v.as_bytes()), MAX_UA)),
+            tenant: &self.tenant,
+            token_id,
+            client_ip: ip.as_ref().map(IpText::as_str),
+            user_agent: user_agent.as_deref().map(|v| clean(v, MAX_UA)),
             method: clean(self.method.as_str(), 32),
-            host,
-            path: redact_path(pq),
+            host: clean(&host, MAX_HOST),
+            path: redact_path(self.uri.path_and_query().map_or("/", |p| p.as_str())),
             status: self.status,
             upstream_status: self.upstream_status,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
             duration_ms: self.elapsed.as_secs_f64() * 1000.0,
-            request_id: self
-                .request_id
-                .map(|v| clean(&String::from_utf8_lossy(v.as_bytes()), MAX_REQUEST_ID))
-                .unwrap_or_default(),
+            request_id: clean(&request_id, MAX_REQUEST_ID),
             verify: self.verify,
-            refusal: self.refusal.map(str::to_string),
-            anomalies: self.flags.names().map(str::to_string).collect(),
-            oauth: self.oauth.map(|o| *o),
-        }
+            refusal: self.refusal,
+            anomalies: Anomalies::Flags(self.flags),
+        })
     }
 }
 
@@ -548,7 +682,17 @@ pub struct SessionStore {
     /// Every configured tenant (the live table): their streams are trimmed whether or not
     /// they log.
     tenants: Arc<crate::tenants::Tenants>,
-    memory: Mutex<HashMap<String, VecDeque<SessionRecord>>>,
+    /// Per-tenant rings of JSON lines, kept only when they are what `query` reads (no Redis
+    /// stream).
+    memory: Mutex<HashMap<String, VecDeque<Stored>>>,
+}
+
+/// One record in a memory ring: its JSON line (one allocation, parsed back only when a query
+/// returns it) and what queries filter on.
+struct Stored {
+    ts: u64,
+    token_id: Option<TokenId>,
+    json: Box<[u8]>,
 }
 
 impl SessionStore {
@@ -575,7 +719,7 @@ impl SessionStore {
         let keep = |r: &SessionRecord| {
             q.token_id.as_deref().is_none_or(|t| r.token_id.as_deref() == Some(t)) && q.since.is_none_or(|s| r.ts >= s)
         };
-        if let (Some(redis), true) = (&self.redis, self.conf.redis_stream) {
+        if let Some(redis) = self.stream_store() {
             let mut conn = redis.connection().map_err(|e| e.to_string())?;
             let start = q.since.map_or("-".to_string(), |s| s.to_string());
             // Read more than `limit` when filtering by token, bounded.
@@ -609,11 +753,29 @@ impl SessionStore {
             }
             return Ok(out);
         }
+        // A token id that does not parse matches nothing, as a string comparison would.
+        let token = match q.token_id.as_deref().map(TokenId::parse) {
+            Some(None) => return Ok(Vec::new()),
+            Some(t) => t,
+            None => None,
+        };
         let mem = self.memory.lock().map_err(|e| e.to_string())?;
         Ok(mem
             .get(tenant)
-            .map(|ring| ring.iter().rev().filter(|r| keep(r)).take(limit).cloned().collect())
+            .map(|ring| {
+                ring.iter()
+                    .rev()
+                    .filter(|r| token.is_none_or(|t| r.token_id == Some(t)) && q.since.is_none_or(|s| r.ts >= s))
+                    .filter_map(|r| serde_json::from_slice::<SessionRecord>(&r.json).ok())
+                    .take(limit)
+                    .collect()
+            })
             .unwrap_or_default())
+    }
+
+    /// The Redis store, when records go to (and are read from) Redis streams.
+    fn stream_store(&self) -> Option<&RedisStore> {
+        self.redis.as_deref().filter(|_| self.conf.redis_stream)
     }
 }
 
@@ -727,7 +889,10 @@ impl FileSink {
 
 /// The writer's reusable buffers and its file sink.
 struct Batch {
-    records: Vec<SessionRecord>,
+    /// Tenant of each record's line.
+    tenants: Vec<Arc<str>>,
+    /// Memory-ring filter fields of each record (when the rings are kept).
+    keys: Vec<(u64, Option<TokenId>)>,
     lines: Vec<u8>,
     /// End offset in `lines` of each record's line.
     ends: Vec<usize>,
@@ -735,66 +900,67 @@ struct Batch {
 }
 
 impl Writer {
-    /// Turn the drafts into records (scrubbed, redacted) and write them; empties `drafts`.
+    /// Write the drafts (scrubbed, redacted: `RecordDraft::write_json`) to every sink; empties
+    /// `drafts`. Each record is serialised once: the file, stdout, the Redis stream and the
+    /// memory ring share the JSON lines.
     async fn flush(&self, drafts: &mut Vec<RecordDraft>, out: &mut Batch) {
-        out.records.clear();
-        out.records.extend(drafts.drain(..).map(RecordDraft::finish));
-        self.write_batch(&mut out.records, &mut out.file, &mut out.lines, &mut out.ends)
-            .await;
-    }
-
-    /// Write `batch` to every sink; the records end up in the in-memory rings (moved, not
-    /// copied), so `batch` is empty afterwards. Each record is serialised once: the file,
-    /// stdout and the Redis stream share the JSON lines.
-    async fn write_batch(
-        &self,
-        batch: &mut Vec<SessionRecord>,
-        file: &mut Option<FileSink>,
-        lines: &mut Vec<u8>,
-        ends: &mut Vec<usize>,
-    ) {
         let conf = &self.store.conf;
+        let Batch {
+            tenants,
+            keys,
+            lines,
+            ends,
+            file,
+        } = out;
+        tenants.clear();
+        keys.clear();
         lines.clear();
         ends.clear();
-        for r in batch.iter() {
-            r.write_json(lines);
+        let keep_rings = self.store.stream_store().is_none();
+        for d in drafts.drain(..) {
+            tenants.push(d.tenant.clone());
+            if keep_rings {
+                keys.push((d.ts, d.token_id));
+            }
+            d.write_json(lines);
             lines.push(b'\n');
             ends.push(lines.len());
         }
+        let n = tenants.len();
         if conf.stdout {
             let mut out = std::io::stdout().lock();
             if out.write_all(lines).and_then(|_| out.flush()).is_ok() {
                 metrics::global()
                     .session_log_written
                     .with_label_values(&["stdout"])
-                    .inc_by(batch.len() as u64);
+                    .inc_by(n as u64);
             } else {
                 metrics::global()
                     .session_log_dropped
                     .with_label_values(&["stdout"])
-                    .inc_by(batch.len() as u64);
+                    .inc_by(n as u64);
             }
         }
         if let Some(f) = file {
-            f.write(lines, batch.len());
+            f.write(lines, n);
         }
-        if let (Some(redis), true) = (&self.store.redis, conf.redis_stream) {
+        if let Some(redis) = self.store.stream_store() {
             // One pipeline per tenant: each stream is one key (one slot on a cluster).
             // (tenant, stream key, pipeline, records)
             let mut by_tenant: Vec<(&str, String, redis::Pipeline, u64)> = Vec::new();
             let mut start = 0;
-            for (r, &end) in batch.iter().zip(ends.iter()) {
+            for (tenant, &end) in tenants.iter().zip(ends.iter()) {
                 // The JSON line without its newline.
                 let json = &lines[start..end.saturating_sub(1).max(start)];
                 start = end;
                 if json.is_empty() {
                     continue;
                 }
-                let i = match by_tenant.iter().position(|(t, ..)| *t == r.tenant.as_str()) {
+                let i = match by_tenant.iter().position(|(t, ..)| *t == &**tenant) {
                     Some(i) => i,
                     None => {
-                        let key = self.store.stream_key(redis, &r.tenant);
-                        by_tenant.push((r.tenant.as_str(), key, redis::pipe(), 0));
+                        let key = self.store.stream_key(redis, tenant);
+                        by_tenant.push((tenant, key, redis::pipe(), 0));
                         by_tenant.len() - 1
                     }
                 };
@@ -830,19 +996,25 @@ impl Writer {
                 }
             }
         }
+        if !keep_rings {
+            return;
+        }
         if let Ok(mut mem) = self.store.memory.lock() {
-            for r in batch.drain(..) {
+            let mut start = 0;
+            for ((tenant, &(ts, token_id)), &end) in tenants.iter().zip(keys.iter()).zip(ends.iter()) {
+                let json = lines[start..end.saturating_sub(1).max(start)].into();
+                start = end;
                 // Look up by &str first: the owned key is allocated once per tenant, not per record.
-                if !mem.contains_key(r.tenant.as_str()) {
-                    mem.insert(r.tenant.clone(), VecDeque::new());
+                if !mem.contains_key(&**tenant) {
+                    mem.insert(tenant.to_string(), VecDeque::new());
                 }
-                let Some(ring) = mem.get_mut(r.tenant.as_str()) else {
+                let Some(ring) = mem.get_mut(&**tenant) else {
                     continue;
                 };
                 if ring.len() >= conf.memory_per_tenant {
                     ring.pop_front();
                 }
-                ring.push_back(r);
+                ring.push_back(Stored { ts, token_id, json });
             }
         }
     }
@@ -907,7 +1079,8 @@ impl BackgroundService for Writer {
         let conf = &self.store.conf;
         let mut drafts: Vec<RecordDraft> = Vec::with_capacity(BATCH);
         let mut out = Batch {
-            records: Vec::with_capacity(BATCH),
+            tenants: Vec::with_capacity(BATCH),
+            keys: Vec::with_capacity(BATCH),
             lines: Vec::with_capacity(64 * 1024),
             ends: Vec::with_capacity(BATCH),
             file: conf
@@ -1034,7 +1207,7 @@ mod tests {
             "::ffff:192.0.2.1",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_string(ip), ip.to_string());
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
         }
         // Every byte below 0x80 on its own, in a string.
         for c in 0u8..0x80 {
@@ -1180,8 +1353,15 @@ mod tests {
             flags: Flags::default(),
             oauth: None,
         };
+        let mut line = Vec::new();
+        draft.clone().write_json(&mut line);
         let rec = draft.finish();
         let json = serde_json::to_string(&rec).unwrap();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            json,
+            "the writer's line is the record"
+        );
         assert!(!json.contains(&a[4..]), "{json}");
         assert_eq!(
             rec.path,
@@ -1189,6 +1369,82 @@ mod tests {
         );
         assert_eq!(rec.request_id, PART_A_REDACTED);
         assert!(json.contains("\"verify\":\"malformed\""), "{json}");
+    }
+
+    /// The writer's line (`RecordDraft::write_json`, no record built) is what serde_json
+    /// writes for the record `finish` builds, for drafts with every optional field absent and
+    /// present, fields that need scrubbing, capping or escaping, and an OAuth audit.
+    #[test]
+    fn draft_line_is_the_finished_record() {
+        let a = part_a_like('q');
+        let base = RecordDraft {
+            ts: 1_700_000_000_123,
+            tenant: Arc::from("acme"),
+            token_id: None,
+            ip: None,
+            user_agent: None,
+            method: http::Method::GET,
+            uri: "/".parse().unwrap(),
+            host: None,
+            status: 200,
+            upstream_status: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            elapsed: Duration::ZERO,
+            request_id: None,
+            verify: None,
+            refusal: None,
+            flags: Flags::default(),
+            oauth: None,
+        };
+        let flags = {
+            let mut f = Flags::default();
+            for k in crate::anomaly::AnomalyKind::ALL {
+                f.set(k);
+            }
+            f
+        };
+        let long_ua = format!("ua-{}é", "u".repeat(MAX_UA));
+        let drafts = [
+            base.clone(),
+            RecordDraft {
+                token_id: Some(TokenId([0xab; 16])),
+                ip: Some("192.0.2.10".parse().unwrap()),
+                user_agent: Some(HeaderValue::from_str(&long_ua).unwrap()),
+                method: http::Method::from_bytes(b"PURGE").unwrap(),
+                uri: format!("https://saas.acme.example:8443/v1/{a}?q=1&x").parse().unwrap(),
+                status: 502,
+                upstream_status: Some(503),
+                bytes_in: 17,
+                bytes_out: u64::MAX,
+                elapsed: Duration::from_nanos(1_234_567),
+                request_id: Some(HeaderValue::from_static("r\"id")),
+                verify: Some(VerifyResult::Revoked),
+                refusal: Some("revoked"),
+                flags,
+                ..base.clone()
+            },
+            RecordDraft {
+                ip: Some("2001:db8::7".parse().unwrap()),
+                host: Some(HeaderValue::from_bytes(b"h\xffst.example").unwrap()),
+                uri: format!("/{}", "p".repeat(2 * MAX_PATH)).parse().unwrap(),
+                ..base.clone()
+            },
+            RecordDraft {
+                oauth: Some(Box::new(OAuthAudit {
+                    endpoint: "token".into(),
+                    ..Default::default()
+                })),
+                ..base.clone()
+            },
+        ];
+        for d in drafts {
+            let mut line = Vec::new();
+            d.clone().write_json(&mut line);
+            let rec = d.finish();
+            assert_eq!(String::from_utf8(line).unwrap(), serde_json::to_string(&rec).unwrap());
+            assert!(rec.path.len() <= MAX_PATH && rec.user_agent.as_ref().is_none_or(|u| u.len() <= MAX_UA));
+        }
     }
 
     /// A Part A cut by the length cap must not leave its first half behind.

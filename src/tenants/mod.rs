@@ -62,10 +62,9 @@ pub struct Tenant {
     pub tenant_header: HeaderName,
     pub tenant_value: HeaderValue,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// `tenant_header` and `headers` with their names as Pingora writes them, prepared once:
-    /// `insert_header(&HeaderName, ..)` copies the name on every request.
-    pub tenant_header_wire: Bytes,
-    pub headers_wire: Vec<(Bytes, HeaderValue)>,
+    /// `tenant_header` and `headers` prepared once for the upstream request (`UpstreamName`).
+    pub tenant_header_wire: UpstreamName,
+    pub headers_wire: Vec<(UpstreamName, HeaderValue)>,
     pub auth: AuthMode,
     pub anomaly: AnomalyConf,
     pub metrics: TenantMetrics,
@@ -184,10 +183,34 @@ pub enum TenantError {
     },
 }
 
-/// A header name as Pingora's `insert_header` would write it (its own case rules).
-fn wire_name(name: &HeaderName) -> Bytes {
-    use pingora::http::IntoCaseHeaderName;
-    Bytes::copy_from_slice(name.clone().into_case_header_name().as_slice())
+/// A header name Tessera sets on upstream requests, prepared once in the two forms the proxy
+/// writes it through (`proxy::headers::Upstream`): the `HeaderName` for a plain header map (a
+/// clone is a reference count), and the bytes Pingora's case-keeping `insert_header` takes (as
+/// Pingora itself would spell the name: `insert_header(&HeaderName, ..)` copies and re-parses
+/// the name on every request).
+#[derive(Debug, Clone)]
+pub struct UpstreamName {
+    pub name: HeaderName,
+    pub wire: Bytes,
+}
+
+impl UpstreamName {
+    pub fn new(name: &HeaderName) -> UpstreamName {
+        use pingora::http::IntoCaseHeaderName;
+        UpstreamName {
+            name: name.clone(),
+            wire: Bytes::copy_from_slice(name.clone().into_case_header_name().as_slice()),
+        }
+    }
+
+    /// A fixed name: `lower` is the lower-case name, `wire` how it is spelled on an HTTP/1
+    /// upstream request that keeps header case.
+    pub const fn from_static(lower: &'static str, wire: &'static str) -> UpstreamName {
+        UpstreamName {
+            name: HeaderName::from_static(lower),
+            wire: Bytes::from_static(wire.as_bytes()),
+        }
+    }
 }
 
 /// First address of `host:port` (blocking DNS; start-up and the refresher only).
@@ -558,8 +581,12 @@ impl Tenant {
             tenant_header: c.tenant_header.clone(),
             tenant_value: HeaderValue::from_str(&c.id).map_err(|_| TenantError::BadId(c.id.to_string()))?,
             headers: c.headers.clone(),
-            tenant_header_wire: wire_name(&c.tenant_header),
-            headers_wire: c.headers.iter().map(|(n, v)| (wire_name(n), v.clone())).collect(),
+            tenant_header_wire: UpstreamName::new(&c.tenant_header),
+            headers_wire: c
+                .headers
+                .iter()
+                .map(|(n, v)| (UpstreamName::new(n), v.clone()))
+                .collect(),
             auth: c.auth,
             anomaly: c.anomaly.clone(),
             metrics,

@@ -126,7 +126,8 @@ fn other_tenants_headers_and_forwarding_headers_are_stripped() {
 /// vanity authority; Tessera sends the path on, `shape_upstream`). Header names: by default an
 /// HTTP/1 client's spelling is not kept (names go out as Pingora writes them, as for every
 /// HTTP/2 client); with `upstream.preserve_header_case` it is, and the credential goes under
-/// the usual `Authorization` spelling whatever case the client used.
+/// the usual `Authorization` spelling whatever case the client used. The same holds for the
+/// upstream's response header names on their way to an HTTP/1 client.
 #[test]
 fn upstream_head_is_origin_form_with_the_tenants_host() {
     let rec = Recorder::start();
@@ -180,6 +181,23 @@ fn upstream_head_is_origin_form_with_the_tenants_host() {
             );
         }
         assert!(got.contains("\r\nHost: "), "Host keeps its usual spelling: {got}");
+        // The response: the upstream's spelling of its own header names likewise, the reason
+        // phrase and the echoed request id in any case.
+        let (want, not) = if preserve {
+            ("\r\nX-Upstream-Case: kept\r\n", "\r\nx-upstream-case: kept\r\n")
+        } else {
+            ("\r\nx-upstream-case: kept\r\n", "\r\nX-Upstream-Case: kept\r\n")
+        };
+        assert!(
+            answer.contains(want),
+            "preserve_header_case: {preserve}: want {want:?} in {answer}"
+        );
+        assert!(
+            !answer.contains(not),
+            "preserve_header_case: {preserve}: {not:?} in {answer}"
+        );
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert_eq!(header_values(&answer, "x-request-id").len(), 1, "{answer}");
 
         // HTTP/2: `:scheme`, `:authority` and `:path` become an origin-form HTTP/1.1 request.
         let c = client_for(&s.ca_pem, t.ports.https, &["saas.globex.test"], true);

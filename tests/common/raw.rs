@@ -103,7 +103,9 @@ fn serve(mut conn: TcpStream, reqs: &Mutex<Vec<Vec<u8>>>) {
         reqs.lock().unwrap().push(buf[..end].to_vec());
         buf.drain(..end);
         if conn
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok")
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nX-Upstream-Case: kept\r\ncontent-length: 2\r\n\r\nok",
+            )
             .is_err()
         {
             return;
