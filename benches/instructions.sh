@@ -18,6 +18,7 @@
 #   none-h1             Tessera, tenant auth: none (session log and anomaly on, the defaults)
 #   split-h1, split-h2  Tessera, split token, embedded store (the full path)
 #   split-nolog-h1      as split-h1, session log and anomaly detection off
+#   split-case-h1       as split-h1, with upstream.preserve_header_case: true
 #
 # Requires: valgrind (callgrind_control), h2load (nghttp2-client), and what benches/load.sh needs.
 
@@ -134,6 +135,7 @@ split() {
 }
 split split "" h1 h2
 split split-nolog "$NOLOG" h1
+split split-case "upstream: { preserve_header_case: true }" h1
 
 echo
 echo "Instructions per request (callgrind Ir, (Ir[$N2 requests] - Ir[$N1 requests]) / $((N2 - N1)),"

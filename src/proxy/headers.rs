@@ -1,5 +1,6 @@
-//! Header helpers for `request_filter` (checks before routing) and `upstream_request_filter`
-//! (what is stripped and set on the way upstream).
+//! Header helpers for `request_filter` (checks before routing), `upstream_request_filter`
+//! (what is stripped and set on the way upstream) and `upstream_response_filter` (what is
+//! stripped and set on the way back).
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;

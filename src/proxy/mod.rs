@@ -14,9 +14,11 @@
 //!      │
 //! upstream_request_filter ─ hop-by-hop headers dropped, Host/X-Forwarded-*/X-Request-Id set,
 //!      │                    tenant header + extra headers set, credential set (sensitive), then
-//!      │                    the ctx copy is dropped (zeroized)
-//! upstream_response_filter ─ upstream status and time recorded
-//! response_filter ─ X-Request-Id echoed to the client
+//!      │                    the ctx copy is dropped (zeroized); edited as plain `http` parts
+//!      │                    unless header case is kept (`headers::take_parts`)
+//! upstream_response_filter ─ upstream status and time recorded, hop-by-hop headers dropped,
+//!      │                     X-Request-Id echoed to the client (`headers::shape_response`)
+//! response_filter ─ OAuth hostnames: `Location` rewritten to the vanity origin
 //! fail_to_proxy ─ upstream errors → JSON 502/504
 //! logging ─ metrics, anomaly detection, session record (try_send, never awaits)
 //! ```
