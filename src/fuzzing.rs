@@ -235,9 +235,16 @@ pub fn request_head(data: &[u8]) {
         }
     }
 
-    // upstream_request_filter
+    // upstream_request_filter, through Pingora's `RequestHeader` and through the plain parts
+    // `take_parts` hands over (the default path): both must leave the same headers.
     let listed = connection_options(&req);
+    let mut parts = req.as_owned_parts();
     headers::strip_hop_by_hop(&mut req);
+    headers::strip_hop_by_hop(&mut parts);
+    assert!(
+        parts.headers == req.headers,
+        "hop-by-hop stripping differs between the two paths"
+    );
     for name in headers::HOP_BY_HOP {
         assert!(req.headers.get(name).is_none(), "hop-by-hop header {name} kept");
     }
@@ -259,6 +266,11 @@ pub fn request_head(data: &[u8]) {
     ] {
         let r = headers::append_forwarded_for(&mut req, ip);
         assert!(r.is_ok(), "X-Forwarded-For could not be set");
+        assert!(headers::append_forwarded_for(&mut parts, ip).is_ok());
+        assert!(
+            parts.headers == req.headers,
+            "X-Forwarded-For differs between the two paths"
+        );
         let xff = req.headers.get("x-forwarded-for").map(HeaderValue::as_bytes);
         assert!(xff.is_some_and(|v| v.ends_with(ip.to_string().as_bytes())));
     }
