@@ -753,11 +753,14 @@ impl SessionStore {
             }
             return Ok(out);
         }
-        // A token id that does not parse matches nothing, as a string comparison would.
-        let token = match q.token_id.as_deref().map(TokenId::parse) {
-            Some(None) => return Ok(Vec::new()),
-            Some(t) => t,
+        // The same match as the string comparison on Redis records: an id that is not a token
+        // id as records spell it (32 lower-case hex digits) matches nothing.
+        let token = match q.token_id.as_deref() {
             None => None,
+            Some(s) => match TokenId::parse(s).filter(|t| t.to_string() == s) {
+                Some(t) => Some(t),
+                None => return Ok(Vec::new()),
+            },
         };
         let mem = self.memory.lock().map_err(|e| e.to_string())?;
         Ok(mem
@@ -887,6 +890,16 @@ impl FileSink {
     }
 }
 
+/// The batch's JSON lines without their newlines (`ends`: end offset of each line in `lines`).
+fn each_line<'a>(lines: &'a [u8], ends: &'a [usize]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut start = 0;
+    ends.iter().map(move |&end| {
+        let line = &lines[start..end.saturating_sub(1).max(start)];
+        start = end;
+        line
+    })
+}
+
 /// The writer's reusable buffers and its file sink.
 struct Batch {
     /// Tenant of each record's line.
@@ -948,11 +961,7 @@ impl Writer {
             // One pipeline per tenant: each stream is one key (one slot on a cluster).
             // (tenant, stream key, pipeline, records)
             let mut by_tenant: Vec<(&str, String, redis::Pipeline, u64)> = Vec::new();
-            let mut start = 0;
-            for (tenant, &end) in tenants.iter().zip(ends.iter()) {
-                // The JSON line without its newline.
-                let json = &lines[start..end.saturating_sub(1).max(start)];
-                start = end;
+            for (tenant, json) in tenants.iter().zip(each_line(lines, ends)) {
                 if json.is_empty() {
                     continue;
                 }
@@ -1000,10 +1009,8 @@ impl Writer {
             return;
         }
         if let Ok(mut mem) = self.store.memory.lock() {
-            let mut start = 0;
-            for ((tenant, &(ts, token_id)), &end) in tenants.iter().zip(keys.iter()).zip(ends.iter()) {
-                let json = lines[start..end.saturating_sub(1).max(start)].into();
-                start = end;
+            for ((tenant, &(ts, token_id)), line) in tenants.iter().zip(keys.iter()).zip(each_line(lines, ends)) {
+                let json = line.into();
                 // Look up by &str first: the owned key is allocated once per tenant, not per record.
                 if !mem.contains_key(&**tenant) {
                     mem.insert(tenant.to_string(), VecDeque::new());
@@ -1445,6 +1452,95 @@ mod tests {
             assert_eq!(String::from_utf8(line).unwrap(), serde_json::to_string(&rec).unwrap());
             assert!(rec.path.len() <= MAX_PATH && rec.user_agent.as_ref().is_none_or(|u| u.len() <= MAX_UA));
         }
+    }
+
+    /// The memory ring (embedded store): lines written by the writer read back as the records
+    /// `finish` builds, newest first, filtered by token id (spelled as records spell it) and
+    /// time, capped per tenant; nothing is kept for a tenant's neighbour.
+    #[tokio::test]
+    async fn memory_ring_queries() {
+        let conf = SessionLogConf {
+            enabled: true,
+            stdout: false,
+            file: None,
+            file_max_bytes: 1 << 20,
+            file_keep: 1,
+            redis_stream: false,
+            stream_maxlen: 10,
+            stream_max_age: Duration::from_secs(60),
+            channel_capacity: 16,
+            memory_per_tenant: 3,
+        };
+        let no_tenants: [crate::config::TenantConf; 0] = [];
+        let second = Duration::from_secs(1);
+        let timeouts = crate::config::UpstreamTimeouts {
+            connect: second,
+            read: second,
+            write: second,
+            idle: second,
+            max_request: second,
+        };
+        let tenants = crate::tenants::Tenants::new(&no_tenants, &timeouts, &[]).unwrap();
+        let store = SessionStore::new(conf, None, tenants);
+        let (_, writer) = channel(store.clone());
+        let draft = |ts: u64, tenant: &str, token: u8| RecordDraft {
+            ts,
+            tenant: Arc::from(tenant),
+            token_id: Some(TokenId([token; 16])),
+            ip: Some("192.0.2.1".parse().unwrap()),
+            user_agent: None,
+            method: http::Method::GET,
+            uri: format!("/r{ts}?k=v").parse().unwrap(),
+            host: None,
+            status: 200,
+            upstream_status: Some(200),
+            bytes_in: 0,
+            bytes_out: ts,
+            elapsed: Duration::from_millis(1),
+            request_id: None,
+            verify: Some(VerifyResult::Ok),
+            refusal: None,
+            flags: Flags::default(),
+            oauth: None,
+        };
+        let mut drafts: Vec<RecordDraft> = (1..=4).map(|ts| draft(ts, "acme", (ts % 2) as u8 * 0xab)).collect();
+        drafts.push(draft(9, "globex", 0xab));
+        let want: Vec<SessionRecord> = drafts.iter().map(|d| d.clone().finish()).collect();
+        let mut out = Batch {
+            tenants: Vec::new(),
+            keys: Vec::new(),
+            lines: Vec::new(),
+            ends: Vec::new(),
+            file: None,
+        };
+        writer.flush(&mut drafts, &mut out).await;
+        let q = |token_id: Option<String>, since: Option<u64>, limit: usize| Query { token_id, since, limit };
+        let ts = |r: Vec<SessionRecord>| r.iter().map(|r| r.ts).collect::<Vec<_>>();
+        // Capped at 3 per tenant: the oldest acme record is gone; newest first.
+        let all = store.query("acme", &q(None, None, 10)).await.unwrap();
+        assert_eq!(all, [want[3].clone(), want[2].clone(), want[1].clone()]);
+        let odd = TokenId([0xab; 16]).to_string();
+        assert_eq!(
+            ts(store.query("acme", &q(Some(odd.clone()), None, 10)).await.unwrap()),
+            [3]
+        );
+        assert!(store
+            .query("acme", &q(Some(odd.to_uppercase()), None, 10))
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .query("acme", &q(Some("nope".into()), None, 10))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(ts(store.query("acme", &q(None, Some(3), 10)).await.unwrap()), [4, 3]);
+        assert_eq!(ts(store.query("acme", &q(None, None, 1)).await.unwrap()), [4]);
+        assert_eq!(
+            store.query("globex", &q(Some(odd), None, 10)).await.unwrap(),
+            [want[4].clone()]
+        );
+        assert!(store.query("initech", &q(None, None, 10)).await.unwrap().is_empty());
     }
 
     /// A Part A cut by the length cap must not leave its first half behind.
