@@ -28,6 +28,9 @@ mod common;
 #[allow(dead_code)]
 mod bare_proxy;
 
+#[path = "../examples/bare_proxy/lean.rs"]
+mod lean;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

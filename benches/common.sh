@@ -245,14 +245,15 @@ stop_tessera() {
     TPID[$name]=
 }
 
-# start_bare: examples/bare_proxy pinned to PROXY_CPU on a free port → BARE_PORT, BARE_PID.
+# start_bare [ARGS]: examples/bare_proxy pinned to PROXY_CPU on a free port → BARE_PORT,
+# BARE_PID; ARGS go to the binary (`--lean`: the pingora-core forwarding loop, no pingora-proxy).
 start_bare() {
     mkdir -p "$WORK/bare"
     free_port BARE_PORT
     # shellcheck disable=SC2086
     (cd "$WORK/bare" && exec taskset -c "$PROXY_CPU" $PROXY_WRAP "$BARE_BIN" --listen "127.0.0.1:$BARE_PORT" \
         --upstream "127.0.0.1:$UP_PORT" --cert "$CERT" --key "$KEY" --threads 1 \
-        --upgrade-sock "$WORK/bare/upgrade.sock") >"$WORK/bare/bare.log" 2>&1 &
+        --upgrade-sock "$WORK/bare/upgrade.sock" "$@") >"$WORK/bare/bare.log" 2>&1 &
     BARE_PID=$!
     PIDS+=("$BARE_PID")
     wait_until "$BARE_PID" "bare_proxy" "$WORK/bare/bare.log" \

@@ -15,6 +15,9 @@
 #
 # Cases (same certificate, upstream and header work as benches/load.sh):
 #   bare-h1, bare-h2    examples/bare_proxy, HTTP/1.1 and HTTP/2 over TLS
+#   lean-h1, lean-h2    examples/bare_proxy --lean: the same work on pingora-core alone (its
+#                       server session, HTTP/1 connector and pool; no pingora-proxy), to show
+#                       what pingora-proxy's generic machinery costs (not in the default set)
 #   none-h1             Tessera, tenant auth: none (session log and anomaly on, the defaults)
 #   split-h1, split-h2  Tessera, split token, embedded store (the full path)
 #   split-nolog-h1      as split-h1, session log and anomaly detection off
@@ -98,6 +101,17 @@ if want bare-h1 || want bare-h2; then
     if start_bare; then
         want bare-h1 && measure bare-h1 "$BARE_PID" h1 "$(URL "$BARE_PORT")"
         want bare-h2 && measure bare-h2 "$BARE_PID" h2 "$(URL "$BARE_PORT")"
+    else
+        FAILED=1
+    fi
+    stop_pid "$BARE_PID"
+fi
+
+# Only when asked for (ONLY=...): a measuring stick, not a shipped path.
+if [ -n "$ONLY" ] && { want lean-h1 || want lean-h2; }; then
+    if start_bare --lean; then
+        want lean-h1 && measure lean-h1 "$BARE_PID" h1 "$(URL "$BARE_PORT")"
+        want lean-h2 && measure lean-h2 "$BARE_PID" h2 "$(URL "$BARE_PORT")"
     else
         FAILED=1
     fi

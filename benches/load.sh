@@ -20,6 +20,8 @@
 #   1 direct          wrk → echo upstream (plain HTTP)                      baseline
 #   0 bare            examples/bare_proxy.rs: a minimal Pingora `ProxyHttp`, same certificate,
 #                     tenant header set and Authorization replaced, same runtime flavour
+#   0b lean           the same binary with --lean: the same work on pingora-core alone (no
+#                     pingora-proxy); only run when named in ONLY (lean, h2-lean)
 #   2 http-none       wrk → Tessera plain-HTTP listener, tenant auth: none
 #   3 https-none      wrk → Tessera HTTPS, tenant auth: none ("Tessera plain")
 #   4 https-split     HTTPS + split-token reconstruction, embedded store
@@ -288,6 +290,17 @@ if want bare || want h2-bare; then
     stop_pid "$BARE_PID"
 fi
 
+# 0b. the same work on pingora-core alone (examples/bare_proxy --lean); only when asked for
+if [ -n "$ONLY" ] && { want lean || want h2-lean; }; then
+    if start_bare --lean; then
+        want lean && run_case lean "$BARE_PID" "$(URL "$BARE_PORT")" "$WORK/bare/bare.log"
+        want h2-lean && run_h2 h2-lean "$BARE_PID" "$(URL "$BARE_PORT")" "$WORK/bare/bare.log"
+    else
+        FAILED=1; CASES+=(lean); RPS[lean]=FAILED
+    fi
+    stop_pid "$BARE_PID"
+fi
+
 # 2 + 3. auth: none, one process with both listeners
 if want http-none || want https-none || want h2-none; then
     write_config plain none "$(EMBEDDED plain)" "" http
@@ -402,6 +415,7 @@ fi
 declare -A LABEL=(
     [direct]="1 upstream direct (http)"
     [bare]="0 bare pingora https (examples/bare_proxy)"
+    [lean]="0b pingora-core only (bare_proxy --lean)"
     [http-none]="2 tessera http, auth none"
     [https-none]="3 tessera https, auth none"
     [https-split]="4 tessera https, split token (embedded)"
@@ -411,6 +425,7 @@ declare -A LABEL=(
     [split-steal]="7b as 4, work_stealing: true"
     [nginx-https]="8 nginx https reverse proxy"
     [h2-bare]="h2 0 bare pingora"
+    [h2-lean]="h2 0b pingora-core only (--lean)"
     [h2-none]="h2 3 tessera, auth none"
     [h2-split]="h2 4 tessera, split token (embedded)"
     [h2-nginx]="h2 8 nginx"

@@ -15,6 +15,7 @@
 //! Stops on SIGTERM/SIGINT like any Pingora server. Uses the same global allocator as the
 //! `tessera` binary (`src/main.rs`), so the comparison is Pingora vs Tessera, not malloc vs malloc.
 
+mod lean;
 mod proxy;
 
 use clap::Parser;

@@ -38,6 +38,9 @@ pub struct Args {
     /// Pingora's work-stealing runtime (Tessera's default is off).
     #[arg(long)]
     pub work_stealing: bool,
+    /// Serve without pingora-proxy: a minimal forwarding loop on pingora-core (`lean.rs`).
+    #[arg(long)]
+    pub lean: bool,
     /// Unix socket for Pingora's upgrade hand-over (unused, but Pingora wants a path).
     #[arg(long)]
     pub upgrade_sock: Option<PathBuf>,
@@ -106,6 +109,22 @@ pub fn run(args: Args) -> Result<(), String> {
     let mut tls = TlsSettings::intermediate(&path(&args.cert)?, &path(&args.key)?)
         .map_err(|e| format!("certificate {} / key {}: {e}", args.cert.display(), args.key.display()))?;
     tls.enable_h2();
+    if args.lean {
+        let lean = crate::lean::Lean {
+            host: HeaderValue::from_str(&args.upstream.to_string()).map_err(|e| e.to_string())?,
+            peer: bare.peer,
+            tenant: bare.tenant,
+            credential: bare.credential,
+            connector: pingora::connectors::http::v1::Connector::new(None),
+        };
+        let mut service = pingora::services::listening::Service::new("lean proxy".into(), lean);
+        service.add_tls_with_settings(&args.listen.to_string(), None, tls);
+        if let Some(http) = args.http {
+            service.add_tcp(&http.to_string());
+        }
+        server.add_service(service);
+        server.run_forever()
+    }
     let mut service = http_proxy_service(&server.configuration, bare);
     service.add_tls_with_settings(&args.listen.to_string(), None, tls);
     if let Some(http) = args.http {
