@@ -14,6 +14,7 @@
 //!
 //! Cases (HTTP/1.1 and HTTP/2 over TLS, GET /small):
 //! - `bare`: examples/bare_proxy/ (proxy.rs) (tenant header set, `Authorization` replaced);
+//! - `lean`: the same binary with `--lean` (lean.rs): the same work on pingora-core alone;
 //! - `tessera none`: a tenant with `auth: none`, session log (file) and anomaly on;
 //! - `tessera split`: split token, embedded store, session log (file) and anomaly on;
 //! - `tessera split nolog`: as above with session log and anomaly detection off.
@@ -214,10 +215,10 @@ fn main() {
     let setup = Setup::new(vec![TenantSpec::new(TENANT, &[HOST], up)]);
     let mut rows = Vec::new();
 
-    // bare Pingora
-    {
+    // bare Pingora, then the same work on pingora-core alone (`--lean`)
+    for (case, extra) in [("bare", None), ("lean", Some("--lean"))] {
         let port = common::free_port();
-        let bare_args: Vec<String> = [
+        let mut bare_args: Vec<String> = [
             "bare".to_string(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
@@ -228,9 +229,10 @@ fn main() {
             "--key".into(),
             setup.path(&format!("{TENANT}.key")).display().to_string(),
             "--upgrade-sock".into(),
-            setup.path("bare.sock").display().to_string(),
+            setup.path(&format!("{case}.sock")).display().to_string(),
         ]
         .to_vec();
+        bare_args.extend(extra.map(str::to_string));
         let mut proxy = Proxy::spawn(&bare_args);
         let url = format!("https://{HOST}:{port}/small");
         for http2 in [false, true] {
@@ -238,10 +240,10 @@ fn main() {
             let send = || c.get(&url).send().map(|r| r.status().as_u16()).unwrap_or(0);
             assert!(
                 eventually(Duration::from_secs(20), || send() == 200).is_some(),
-                "bare proxy not answering"
+                "{case} proxy not answering"
             );
             let proto = if http2 { "h2" } else { "h1" };
-            rows.push(measure(&format!("bare {proto}"), &mut proxy, n, &send));
+            rows.push(measure(&format!("{case} {proto}"), &mut proxy, n, &send));
         }
     }
 
