@@ -3,6 +3,7 @@
 #
 #   benches/instructions.sh                          # default cases, ~5 min on 2 cores
 #   N1=300 N2=1300 CONNS=8 ONLY="bare-h1 split-h1" benches/instructions.sh
+#   H2_STREAMS=8 ONLY="bare-h2 split-h2" benches/instructions.sh   # multiplexed HTTP/2
 #
 # Each proxy runs under `valgrind --tool=callgrind` with instrumentation off during start-up;
 # after a warm-up (connections, upstream pool, caches) it is switched on, h2load sends N1
@@ -30,6 +31,7 @@ set -euo pipefail
 N1=${N1:-300}
 N2=${N2:-1300}
 CONNS=${CONNS:-8}
+H2_STREAMS=${H2_STREAMS:-1} # concurrent streams per HTTP/2 connection (h2load -m)
 WARM=${WARM:-300}
 ONLY=${ONLY:-}
 GEN_CPU=${GEN_CPU:-0}
@@ -62,7 +64,7 @@ totals() { awk '/^totals:/ { print $2; exit }' "$1"; }
 measure() {
     local name=$1 pid=$2 proto=$3 url=$4 flag=() i1 i2 before
     shift 4
-    [ "$proto" = h1 ] && flag=(--h1)
+    if [ "$proto" = h1 ]; then flag=(--h1); else flag=(-m"$H2_STREAMS"); fi
     CASES+=("$name")
     taskset -c "$GEN_CPU" h2load "${flag[@]}" -n"$WARM" -c"$CONNS" "$@" "$url" >"$WORK/warm-$name.txt" 2>&1 || true
     callgrind_control --instr=on "$pid" >/dev/null
@@ -153,7 +155,7 @@ split split-case "upstream: { preserve_header_case: true }" h1
 
 echo
 echo "Instructions per request (callgrind Ir, (Ir[$N2 requests] - Ir[$N1 requests]) / $((N2 - N1)),"
-echo "h2load -c$CONNS over TLS, keep-alive, path $PATH_UNDER_TEST; every thread of the proxy process)"
+echo "h2load -c$CONNS (HTTP/2: -m$H2_STREAMS) over TLS, keep-alive, path $PATH_UNDER_TEST; every thread of the proxy process)"
 echo
 printf '%-16s %14s %9s\n' case "instr/request" "/bare"
 printf '%-16s %14s %9s\n' "----------------" "--------------" "---------"
