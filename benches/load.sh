@@ -29,8 +29,8 @@
 #   6 redis-nocache   as 4, Redis store, cache off (one Redis round trip per request)
 #   7 split-nolog     as 4, session_log and anomaly disabled (4 has both on, the default)
 #   7b split-steal    as 4, work_stealing: true (Pingora's default runtime; Tessera's is false)
-#                     (the default session log writes a JSON line per request to stdout, captured in
-#                     WORK/<case>/tessera.log, and with a Redis store also XADDs it to a stream)
+#                     (the session log writes a JSON line per request to WORK/<case>/sessions.jsonl,
+#                     and with a Redis store also XADDs it to a stream)
 #   8 nginx-https     nginx HTTPS reverse proxy to the same upstream (NGINX=0 skips)
 # HTTP/2 (h2load from nghttp2-client, installed when missing; H2=0 skips), same table:
 #   h2-bare, h2-none, h2-split, h2-nginx: h2load -c$CONNS -m$H2_STREAMS over TLS (ALPN h2)
