@@ -158,12 +158,16 @@ pub fn run(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         max_request: cfg.upstream.max_request,
         preserve_header_case: cfg.preserve_header_case,
         guard: guard.clone(),
-        oauth: crate::oauth::OAuth::default(),
+        oauth: Arc::new(crate::oauth::OAuth::default()),
         acme: acme.as_ref().map(|(_, h)| h.clone()),
     };
     let conf = server.configuration.clone();
     // The connection guard wraps Pingora's HTTP app (slowloris and HTTP/2 rapid-reset limits).
-    let http = pingora::proxy::http_proxy(&conf, proxy);
+    // The lean path (`proxy::lean`) takes the requests it can serve without pingora-proxy's
+    // machinery and hands the rest to Pingora's HttpProxy; both run the same `Proxy`.
+    let mut general = pingora::proxy::http_proxy(&conf, proxy.clone());
+    crate::guard::Guard::prepare(&mut general);
+    let http = crate::proxy::Lean::new(Arc::new(proxy), general, &conf, cfg.lean_path);
     let mut proxy_service = Service::new("tessera proxy".to_string(), guard.wrap(http));
     proxy_service.add_tls_with_settings(&cfg.listen.https.to_string(), None, tls);
     // ACME TLS-ALPN-01 is answered before Pingora's handshake (`crate::acme::tls_alpn`).

@@ -354,3 +354,121 @@ fn long_requests_are_cut_at_max_request_duration() {
     }
     assert!(t.log_text().contains("max_request_duration"));
 }
+
+/// `proxy::lean`: HTTP/2 requests without a body skip pingora-proxy's machinery but run the
+/// same phases: token swap, tenant and forwarding headers, refusals, upstream errors, session
+/// records, revocation per request. Requests with a body go through pingora-proxy.
+#[test]
+fn lean_path_serves_http2_requests_without_a_body() {
+    const UPSTREAM_TOKEN: &str = "ghp_LeanPathUpstreamSecret0123456789";
+    let up = echo_upstream();
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let setup = Setup::new(vec![
+        TenantSpec::new("acme", &["saas.acme.example"], up),
+        TenantSpec::new("dead", &["dead.example"], dead).extra("    auth: none"),
+    ]);
+    let t = setup.start("lean");
+    let (id, part_a) = t.mint("acme", UPSTREAM_TOKEN);
+    let h2 = client_for(
+        &setup.ca_pem,
+        t.ports.https,
+        &["saas.acme.example", "dead.example"],
+        true,
+    );
+    let served = |path: &str| t.metric("tessera_request_paths_total", &[("path", path)]);
+
+    let r = h2
+        .get(t.url("saas.acme.example", "/v1/items?x=1"))
+        .bearer_auth(&part_a)
+        .header("x-request-id", "lean-1")
+        .header("x-tenant-id", "globex")
+        .send()
+        .unwrap();
+    assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+    assert_eq!(r.headers()["x-request-id"], "lean-1");
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/v1/items?x=1");
+    let h = &v["headers"];
+    assert_eq!(h["authorization"], format!("Bearer {UPSTREAM_TOKEN}"));
+    assert_eq!(h["x-tenant-id"], "acme", "client cannot choose its tenant");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], format!("saas.acme.example:{}", t.ports.https));
+    assert_eq!(h["host"], up.to_string());
+    assert_eq!(h["x-request-id"], "lean-1");
+    assert_eq!((served("lean"), served("pingora_proxy")), (1.0, 0.0));
+
+    // A wrong Part A: the same JSON 401, from the lean path.
+    let wrong = format!("{}x", &part_a[..part_a.len() - 1]);
+    let r = h2
+        .get(t.url("saas.acme.example", "/v1/items"))
+        .bearer_auth(&wrong)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+    assert_eq!(r.json::<Value>().unwrap()["error"], "invalid_token");
+
+    // A body: pingora-proxy, same answer shape.
+    let r = h2
+        .post(t.url("saas.acme.example", "/upload"))
+        .bearer_auth(&part_a)
+        .body("hello")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!((v["body_len"].as_u64(), v["method"].as_str()), (Some(5), Some("POST")));
+    assert_eq!(v["headers"]["authorization"], format!("Bearer {UPSTREAM_TOKEN}"));
+
+    // An upstream that does not answer: JSON 502 from the lean path's fail_to_proxy.
+    let r = h2.get(t.url("dead.example", "/")).send().unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.json::<Value>().unwrap()["error"], "bad_gateway");
+    assert_eq!((served("lean"), served("pingora_proxy")), (3.0, 1.0));
+
+    // Revoked: the next request on the same connection is refused.
+    t.admin_call("DELETE", &format!("/v1/tenants/acme/tokens/{id}"), None);
+    let refused = eventually(Duration::from_secs(2), || {
+        let r = h2
+            .get(t.url("saas.acme.example", "/v1/items"))
+            .bearer_auth(&part_a)
+            .send()
+            .unwrap();
+        r.status() == 401
+    });
+    assert!(refused.is_some(), "revoked token still accepted on the lean path");
+
+    // Session records for lean requests: status, token id, refusal reasons.
+    let records = || -> Vec<Value> {
+        std::fs::read_to_string(&t.sessions)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let found = eventually(Duration::from_secs(5), || {
+        let r = records();
+        let ok = r
+            .iter()
+            .any(|r| r["status"] == 200 && r["token_id"] == id.as_str() && r["upstream_status"] == 200);
+        let bad = r.iter().any(|r| r["status"] == 502 && r["refusal"] == "upstream_error");
+        ok && bad
+    });
+    assert!(found.is_some(), "session records missing: {:?}", records());
+    assert_not_in_files(&[&t.log, &t.sessions], &[UPSTREAM_TOKEN, &part_a[4..]]);
+}
+
+/// `lean_path: false`: every request through pingora-proxy.
+#[test]
+fn lean_path_off_sends_every_request_through_pingora_proxy() {
+    let (mut setup, _) = two_tenants();
+    setup.extra = "lean_path: false\n".into();
+    let t = setup.start("nolean");
+    let h2 = client_for(&setup.ca_pem, t.ports.https, &["saas.acme.example"], true);
+    let r = h2.get(t.url("saas.acme.example", "/x")).send().unwrap();
+    assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+    assert_eq!(r.json::<Value>().unwrap()["headers"]["x-tenant-id"], "acme");
+    let served = |path: &str| t.metric("tessera_request_paths_total", &[("path", path)]);
+    assert_eq!((served("lean"), served("pingora_proxy")), (0.0, 1.0));
+}

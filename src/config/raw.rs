@@ -14,6 +14,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub work_stealing: Option<bool>,
     #[serde(default)]
+    pub lean_path: Option<bool>,
+    #[serde(default)]
     pub grace_period: Option<String>,
     #[serde(default)]
     pub tls: RawTls,

@@ -43,7 +43,6 @@ use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerAp
 use pingora::protocols::http::v2::server::H2Options;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
-use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
 use prometheus::IntCounter;
 
@@ -295,8 +294,8 @@ impl Guard {
     /// For the proxy, before anything costly (store lookup, upstream connection): true when
     /// the client has already reset this HTTP/2 stream (or its connection is gone); a reset is
     /// counted against the client IP. The caller ends the request without a response.
-    pub fn h2_stream_reset(&self, session: &mut Session) -> bool {
-        let ServerSession::H2(h2) = session.as_downstream_mut() else {
+    pub fn h2_stream_reset(&self, session: &mut ServerSession) -> bool {
+        let ServerSession::H2(h2) = session else {
             return false;
         };
         let mut idle = h2.idle();
@@ -314,15 +313,17 @@ impl Guard {
         true
     }
 
-    /// Wrap Pingora's HTTP proxy app: the result is the app of the proxy `Service`.
-    pub fn wrap<H>(self: &Arc<Self>, mut http: pingora::proxy::HttpProxy<H>) -> GuardApp<pingora::proxy::HttpProxy<H>>
-    where
-        H: pingora::proxy::ProxyHttp + Send + Sync + 'static,
-        H::CTX: Send + Sync,
-    {
+    /// The server options the guard needs on Pingora's HTTP proxy app (idle HTTP/2
+    /// connections closed after `H2_IDLE_TIMEOUT`); call before wrapping.
+    pub fn prepare<H>(http: &mut pingora::proxy::HttpProxy<H>) {
         let mut opts = http.server_options.take().unwrap_or_default();
         opts.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
         http.server_options = Some(opts);
+    }
+
+    /// Wrap the HTTP app (`proxy::Lean` around Pingora's `HttpProxy`): the result is the app of
+    /// the proxy `Service`.
+    pub fn wrap<H: HttpServerApp + Send + Sync + 'static>(self: &Arc<Self>, http: H) -> GuardApp<H> {
         GuardApp {
             http: Arc::new(GuardHttp(Arc::new(http))),
             guard: self.clone(),

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub cert_expiry: GaugeVec,
     pub tenant_label_overflow: IntCounter,
     pub bad_requests: IntCounterVec,
+    /// `tessera_request_paths_total{path}`: HTTP requests by the code path that served them
+    /// (`lean`: `proxy::lean`; `pingora_proxy`: Pingora's `HttpProxy`).
+    pub request_paths: IntCounterVec,
     pub admin_requests: IntCounterVec,
     tracked_tokens: IntGaugeVec,
     pub session_log_trim_errors: IntCounter,
@@ -359,6 +362,7 @@ struct ProcessFamilies {
     cert_expiry: GaugeVec,
     tenant_label_overflow: IntCounter,
     bad_requests: IntCounterVec,
+    request_paths: IntCounterVec,
     guard_refusals: IntCounterVec,
     guard_h2_resets: IntCounter,
     admin_requests: IntCounterVec,
@@ -415,6 +419,12 @@ impl ProcessFamilies {
                 "tessera_bad_requests_total",
                 "Requests refused before tenant routing.",
                 &["reason"],
+            ),
+            request_paths: counter_vec(
+                r,
+                "tessera_request_paths_total",
+                "HTTP requests by the code path that served them (lean, pingora_proxy).",
+                &["path"],
             ),
             guard_refusals: counter_vec(
                 r,
@@ -480,6 +490,7 @@ impl Metrics {
             cert_expiry: p.cert_expiry,
             tenant_label_overflow: p.tenant_label_overflow,
             bad_requests: p.bad_requests,
+            request_paths: p.request_paths,
             guard_refusals: p.guard_refusals,
             guard_h2_resets: p.guard_h2_resets,
             admin_requests: p.admin_requests,

@@ -37,7 +37,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method};
 use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -302,8 +302,8 @@ async fn write(session: &mut Session, answer: Answer, request_id: Option<&Header
     if let Some(id) = request_id {
         header.insert_header("x-request-id", id.clone())?;
     }
-    session.write_response_header(Box::new(header), false).await?;
-    session.write_response_body(Some(body), true).await?;
+    session.write_response_header(Box::new(header)).await?;
+    session.write_response_body(body, true).await?;
     Ok(())
 }
 

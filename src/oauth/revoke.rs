@@ -8,7 +8,7 @@
 //! the server through Tessera.
 
 use bytes::Bytes;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 
 use super::grants;
 use super::{exchange, parse_form, read_form, store_refused, Answer, Call, OAuth, Refused};

@@ -6,7 +6,7 @@
 //! successor is stored; one it keeps (same value back, or none) keeps its Part A valid.
 
 use bytes::Bytes;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;

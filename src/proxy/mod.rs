@@ -22,9 +22,14 @@
 //! fail_to_proxy ─ upstream errors → JSON 502/504
 //! logging ─ metrics, anomaly detection, session record (try_send, never awaits)
 //! ```
+//!
+//! The phases' work lives in `impl Proxy` on pingora-core's server session, so the lean path
+//! (`lean`: HTTP/2 requests without a body) runs the same functions in the same order without
+//! pingora-proxy; the `ProxyHttp` methods only adapt Pingora's `Session` to them.
 
 mod handshake;
 pub(crate) mod headers;
+mod lean;
 mod respond;
 
 use std::net::IpAddr;
@@ -37,6 +42,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::protocols::http::ServerSession as Downstream;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::anomaly::Detector;
@@ -50,9 +56,12 @@ use crate::token::{self, Keyring, PartA, TokenId, VerifyResult};
 
 pub use handshake::{HandshakeHook, SniInfo};
 pub use headers::bearer as bearer_value;
+pub use lean::Lean;
 pub use respond::{BadRequest, Refusal};
 
-/// Everything the proxy phases share, built once at start-up.
+/// Everything the proxy phases share, built once at start-up. A bundle of shared handles:
+/// cloning it (pingora-proxy and the lean path each hold one) shares every table and counter.
+#[derive(Clone)]
 pub struct Proxy {
     /// The live tenant table; a request loads it once (`Ctx::tenants`).
     pub tenants: Arc<Tenants>,
@@ -67,7 +76,7 @@ pub struct Proxy {
     /// Connection guard: HTTP/2 streams reset by the client go no further (`guard`).
     pub guard: Arc<crate::guard::Guard>,
     /// The intercepted OAuth endpoints (token, revocation, discovery) on OAuth hostnames.
-    pub oauth: crate::oauth::OAuth,
+    pub oauth: Arc<crate::oauth::OAuth>,
     /// ACME HTTP-01 answers (`GET /.well-known/acme-challenge/{token}`), when `acme:` is set.
     pub acme: Option<Arc<crate::acme::Http01>>,
 }
@@ -106,7 +115,7 @@ impl Ctx {
 
 impl Proxy {
     /// Route the request to a tenant. `Err` carries the refusal to send.
-    fn route(&self, session: &Session, table: &TenantTable, ctx: &mut Ctx) -> Result<usize, Refusal> {
+    fn route(&self, session: &Downstream, table: &TenantTable, ctx: &mut Ctx) -> Result<usize, Refusal> {
         let sni: Option<&SniInfo> = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
@@ -155,7 +164,7 @@ impl Proxy {
     /// record says (records minted before a config change included).
     async fn authenticate(
         &self,
-        session: &Session,
+        session: &Downstream,
         table: &TenantTable,
         tenant: &Tenant,
         ctx: &mut Ctx,
@@ -237,28 +246,7 @@ impl ProxyHttp for Proxy {
     /// Runs first for every request. `Ok(true)` = a response was written and the request ends
     /// here; `Ok(false)` = continue to the upstream with `ctx` filled in.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        // An HTTP/2 stream the client already reset ends here (no store lookup, no upstream).
-        if self.guard.h2_stream_reset(session) {
-            return Ok(true);
-        }
-        // One snapshot for the whole request (one atomic load); later phases read it from ctx.
-        let table = self.tenants.load();
-        // ACME HTTP-01 (`crate::acme`): a prefix check, before any tenant lookup.
-        if let Some(acme) = &self.acme {
-            if let Some(token) = crate::acme::Http01::token(session.req_header().uri.path()).map(str::to_owned) {
-                ctx.tenants = Some(table);
-                // Boxed: see `filter` (keeps the per-request future small).
-                Box::pin(async {
-                    let answer = acme.answer(&token).await;
-                    respond::acme_http01(session, answer).await
-                })
-                .await?;
-                return Ok(true);
-            }
-        }
-        let res = self.filter(session, &table, ctx).await;
-        ctx.tenants = Some(table);
-        res
+        self.admit(session.as_downstream_mut(), ctx).await
     }
 
     /// No downstream modules. Pingora's default adds a response-compression module at level 0
@@ -270,13 +258,7 @@ impl ProxyHttp for Proxy {
     /// Where to send the request: the tenant's peer, prepared at load time.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         ctx.upstream_started = Some(Instant::now());
-        let tenant = ctx
-            .tenant()
-            .ok_or_else(|| Error::explain(InternalError, "upstream_peer without a tenant"))?;
-        match (ctx.surface, &tenant.oauth) {
-            (Surface::OAuth, Some(o)) => Ok(Box::new(HttpPeer::clone(&o.peer.load()))),
-            _ => Ok(Box::new(HttpPeer::clone(&tenant.peer.load()))),
-        }
+        Ok(Box::new(HttpPeer::clone(&*self.peer(ctx)?)))
     }
 
     /// Rewrite the request for the upstream. The credential leaves `ctx` here; its buffer is
@@ -287,19 +269,7 @@ impl ProxyHttp for Proxy {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // The credential next (see `shape_upstream`); on OAuth hostnames without a Part A the
-        // client's own `Authorization` (client authentication) passes through.
-        let credential = ctx.credential.take();
-        let (Some(table), Some(tenant)) = (ctx.tenants.as_deref(), ctx.tenant()) else {
-            return Error::e_explain(InternalError, "upstream_request_filter without a tenant");
-        };
-        let oauth = ctx.surface == Surface::OAuth;
-        let keep_authorization = oauth && credential.is_none();
-        let host = match (oauth, &tenant.oauth) {
-            (true, Some(o)) => &o.upstream_host,
-            _ => &tenant.upstream_host,
-        };
-        self.shape_upstream(session, up, table, tenant, host, credential, keep_authorization, ctx)
+        self.upstream_request(session.as_downstream(), up, ctx)
     }
 
     /// Long uploads are cut at `upstream.max_request_duration`.
@@ -331,15 +301,13 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.upstream_status = Some(resp.status.as_u16());
-        ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
-        headers::shape_response(resp, self.preserve_header_case, ctx.request_id.as_ref())
+        self.upstream_response(resp, ctx)
     }
 
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         if ctx.surface == Surface::OAuth {
             if let Some(o) = ctx.tenant().and_then(|t| t.oauth.as_ref()) {
-                crate::oauth::rewrite_location(resp, o, &vanity_origin(session, ctx.tls))?;
+                crate::oauth::rewrite_location(resp, o, &vanity_origin(session.as_downstream(), ctx.tls))?;
             }
         }
         Ok(())
@@ -347,26 +315,8 @@ impl ProxyHttp for Proxy {
 
     /// A fatal proxying error: answer with a JSON error instead of Pingora's bare page.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        // A credential still in ctx (error before upstream_request_filter) is wiped here.
-        ctx.credential = None;
-        let refusal = Refusal::for_error(e);
-        if let Some(r) = refusal {
-            ctx.refusal = Some(r);
-            static FAILED: crate::logging::RateLimited = crate::logging::RateLimited::new();
-            if let (Some(t), Some(n)) = (ctx.tenant(), FAILED.hit()) {
-                log::warn!(
-                    "tenant={} upstream={} request failed: {e} ({n} upstream failures since the last line)",
-                    t.id,
-                    t.upstream_url
-                );
-            }
-            if respond::refuse(session, r, ctx.request_id.as_ref()).await.is_err() {
-                log::debug!("could not send error response");
-            }
-        }
-        let code = refusal.map_or(0, |r| r.status());
         FailToProxy {
-            error_code: code,
+            error_code: self.fail(session.as_downstream_mut(), e, ctx).await,
             can_reuse_downstream: false,
         }
     }
@@ -380,6 +330,104 @@ impl ProxyHttp for Proxy {
 
     /// Runs once per request, whatever happened. Never awaits I/O.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        self.record(session.as_downstream(), ctx)
+    }
+}
+
+/// The phases' work on pingora-core's server session, shared by the `ProxyHttp` methods above
+/// and the lean path (`lean`), which calls them in the same order.
+impl Proxy {
+    /// `request_filter`: `Ok(true)` = a response was written and the request ends here;
+    /// `Ok(false)` = continue to the upstream with `ctx` filled in.
+    pub(crate) async fn admit(&self, session: &mut Downstream, ctx: &mut Ctx) -> Result<bool> {
+        // An HTTP/2 stream the client already reset ends here (no store lookup, no upstream).
+        if self.guard.h2_stream_reset(session) {
+            return Ok(true);
+        }
+        // One snapshot for the whole request (one atomic load); later phases read it from ctx.
+        let table = self.tenants.load();
+        // ACME HTTP-01 (`crate::acme`): a prefix check, before any tenant lookup.
+        if let Some(acme) = &self.acme {
+            if let Some(token) = crate::acme::Http01::token(session.req_header().uri.path()).map(str::to_owned) {
+                ctx.tenants = Some(table);
+                // Boxed: see `filter` (keeps the per-request future small).
+                Box::pin(async {
+                    let answer = acme.answer(&token).await;
+                    respond::acme_http01(session, answer).await
+                })
+                .await?;
+                return Ok(true);
+            }
+        }
+        let res = self.filter(session, &table, ctx).await;
+        ctx.tenants = Some(table);
+        res
+    }
+
+    /// `upstream_peer`: the tenant's peer (API or OAuth upstream), prepared at load time.
+    pub(crate) fn peer(&self, ctx: &Ctx) -> Result<Arc<HttpPeer>> {
+        let tenant = ctx
+            .tenant()
+            .ok_or_else(|| Error::explain(InternalError, "upstream_peer without a tenant"))?;
+        match (ctx.surface, &tenant.oauth) {
+            (Surface::OAuth, Some(o)) => Ok(o.peer.load_full()),
+            _ => Ok(tenant.peer.load_full()),
+        }
+    }
+
+    /// `upstream_request_filter` on the upstream copy of the request head.
+    pub(crate) fn upstream_request(&self, session: &Downstream, up: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+        // The credential next (see `shape_upstream`); on OAuth hostnames without a Part A the
+        // client's own `Authorization` (client authentication) passes through.
+        let credential = ctx.credential.take();
+        let (Some(table), Some(tenant)) = (ctx.tenants.as_deref(), ctx.tenant()) else {
+            return Error::e_explain(InternalError, "upstream_request_filter without a tenant");
+        };
+        let oauth = ctx.surface == Surface::OAuth;
+        let keep_authorization = oauth && credential.is_none();
+        let host = match (oauth, &tenant.oauth) {
+            (true, Some(o)) => &o.upstream_host,
+            _ => &tenant.upstream_host,
+        };
+        self.shape_upstream(session, up, table, tenant, host, credential, keep_authorization, ctx)
+    }
+
+    /// `upstream_response_filter`: upstream status and time recorded, the head shaped for the
+    /// client.
+    pub(crate) fn upstream_response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
+        ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
+        headers::shape_response(resp, self.preserve_header_case, ctx.request_id.as_ref())
+    }
+
+    /// `fail_to_proxy`: the JSON error for `e` if it is one Tessera answers, and its status
+    /// (0 = none). Once a response head went out nothing more is written: an error body appended
+    /// to a started response (and, over HTTP/2, a clean END_STREAM after it) would make a cut
+    /// response look complete; the connection (HTTP/1.1) or stream (HTTP/2) is dropped instead.
+    pub(crate) async fn fail(&self, session: &mut Downstream, e: &Error, ctx: &mut Ctx) -> u16 {
+        // A credential still in ctx (error before upstream_request_filter) is wiped here.
+        ctx.credential = None;
+        let refusal = Refusal::for_error(e);
+        if let Some(r) = refusal {
+            ctx.refusal = Some(r);
+            static FAILED: crate::logging::RateLimited = crate::logging::RateLimited::new();
+            if let (Some(t), Some(n)) = (ctx.tenant(), FAILED.hit()) {
+                log::warn!(
+                    "tenant={} upstream={} request failed: {e} ({n} upstream failures since the last line)",
+                    t.id,
+                    t.upstream_url
+                );
+            }
+            let started = session.response_written().is_some();
+            if !started && respond::refuse(session, r, ctx.request_id.as_ref()).await.is_err() {
+                log::debug!("could not send error response");
+            }
+        }
+        refusal.map_or(0, |r| r.status())
+    }
+
+    /// `logging`: metrics, anomaly detection, session record. Never awaits I/O.
+    pub(crate) fn record(&self, session: &Downstream, ctx: &mut Ctx) {
         ctx.credential = None;
         let oauth = ctx.oauth.take();
         let Some(tenant) = ctx.tenant() else {
@@ -431,12 +479,9 @@ impl ProxyHttp for Proxy {
             );
         }
     }
-}
-
-impl Proxy {
     /// `request_filter` on the request's tenant snapshot: route, then authenticate or answer
     /// an intercepted OAuth endpoint. Same return values as `request_filter`.
-    async fn filter(&self, session: &mut Session, table: &TenantTable, ctx: &mut Ctx) -> Result<bool> {
+    async fn filter(&self, session: &mut Downstream, table: &TenantTable, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = Some(headers::request_id(session.req_header()));
         let outcome = match self
             .check_headers(session, table)
@@ -504,7 +549,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     fn shape_upstream(
         &self,
-        session: &Session,
+        session: &Downstream,
         up: &mut RequestHeader,
         table: &TenantTable,
         tenant: &Tenant,
@@ -532,7 +577,7 @@ impl Proxy {
     }
 
     /// Whether the request carries `Authorization: Bearer tsr_…`.
-    fn carries_part_a(session: &Session) -> bool {
+    fn carries_part_a(session: &Downstream) -> bool {
         session
             .req_header()
             .headers
@@ -545,7 +590,7 @@ impl Proxy {
     /// for one: `Some(result of request_filter)`.
     async fn oauth_endpoint(
         &self,
-        session: &mut Session,
+        session: &mut Downstream,
         table: &TenantTable,
         tenant: &Tenant,
         ctx: &mut Ctx,
@@ -588,7 +633,7 @@ impl Proxy {
 
     /// Header checks before routing: `Content-Length` normalised to one value (or refused),
     /// and `Connection` may not list a header Tessera manages.
-    fn check_headers(&self, session: &mut Session, table: &TenantTable) -> Result<(), Refusal> {
+    fn check_headers(&self, session: &mut Downstream, table: &TenantTable) -> Result<(), Refusal> {
         let req = session.req_header_mut();
         let res = headers::normalize_content_length(req)
             .and_then(|()| headers::check_connection(&req.headers, table.stripped_headers()));
@@ -600,7 +645,7 @@ impl Proxy {
         Ok(())
     }
 
-    fn check_duration(&self, ctx: &Ctx) -> Result<()> {
+    pub(crate) fn check_duration(&self, ctx: &Ctx) -> Result<()> {
         if ctx.started.elapsed() > self.max_request {
             return Error::e_explain(
                 ErrorType::Custom(respond::DURATION_EXCEEDED),
@@ -613,7 +658,7 @@ impl Proxy {
 
 /// What `shape_upstream` applies to an upstream request (see there).
 struct Shape<'a> {
-    session: &'a Session,
+    session: &'a Downstream,
     table: &'a TenantTable,
     tenant: &'a Tenant,
     upstream_host: &'a HeaderValue,
@@ -703,7 +748,7 @@ impl Shape<'_> {
 }
 
 /// `scheme://host[:port]` as the client addressed Tessera (the vanity origin).
-fn vanity_origin(session: &Session, tls: bool) -> String {
+fn vanity_origin(session: &Downstream, tls: bool) -> String {
     let req = session.req_header();
     let host = crate::host::request_authority(&req.uri, &req.headers)
         .and_then(|h| std::str::from_utf8(h).ok())
@@ -712,7 +757,7 @@ fn vanity_origin(session: &Session, tls: bool) -> String {
 }
 
 /// The client's IP address (TCP peer).
-fn client_ip(session: &Session) -> Option<IpAddr> {
+fn client_ip(session: &Downstream) -> Option<IpAddr> {
     session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use serde_json::json;
 
 use crate::token::VerifyResult;
@@ -202,8 +202,8 @@ pub async fn refuse(session: &mut Session, r: Refusal, request_id: Option<&Heade
     if r.closes() {
         session.set_keepalive(None);
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await?;
     Ok(())
 }
 
@@ -217,8 +217,8 @@ pub async fn acme_http01(session: &mut Session, key_authorization: Option<String
     resp.insert_header(http::header::CONTENT_TYPE, "application/octet-stream")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await?;
     Ok(())
 }
 
