@@ -472,3 +472,134 @@ fn lean_path_off_sends_every_request_through_pingora_proxy() {
     let served = |path: &str| t.metric("tessera_request_paths_total", &[("path", path)]);
     assert_eq!((served("lean"), served("pingora_proxy")), (0.0, 1.0));
 }
+
+/// `proxy::lean` over HTTP/1.1: body-less requests are served by the lean path, a request with
+/// a body is handed to pingora-proxy after its head was read (the head and the body bytes read
+/// with it are replayed), and the same keep-alive connection carries on either way.
+#[test]
+fn lean_path_http1_hands_bodies_to_pingora_proxy_on_the_same_connection() {
+    const UPSTREAM_TOKEN: &str = "ghp_LeanPathH1UpstreamSecret012345678";
+    let up = echo_upstream();
+    let setup = Setup::new(vec![TenantSpec::new("acme", &["saas.acme.example"], up)]);
+    let t = setup.start("leanh1");
+    let (_, part_a) = t.mint("acme", UPSTREAM_TOKEN);
+    let host = format!("saas.acme.example:{}", t.ports.https);
+    let mut conn = raw::TlsConn::connect(t.ports.https, "saas.acme.example", &setup.ca_pem);
+    let served = |path: &str| t.metric("tessera_request_paths_total", &[("path", path)]);
+    let json = |(head, body): (String, Vec<u8>)| -> Value {
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        serde_json::from_slice(&body).unwrap()
+    };
+
+    // 1. GET: lean.
+    conn.send(format!("GET /one HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {part_a}\r\n\r\n").as_bytes());
+    let v = json(conn.response());
+    assert_eq!((v["method"].as_str(), v["path"].as_str()), (Some("GET"), Some("/one")));
+    assert_eq!(v["headers"]["authorization"], format!("Bearer {UPSTREAM_TOKEN}"));
+    assert_eq!(v["headers"]["x-tenant-id"], "acme");
+    assert_eq!((served("lean"), served("pingora_proxy")), (1.0, 0.0));
+
+    // 2. POST with its body in the same write as the head: handed over, body intact.
+    conn.send(
+        format!(
+            "POST /two HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {part_a}\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        .as_bytes(),
+    );
+    let v = json(conn.response());
+    assert_eq!((v["path"].as_str(), v["body_len"].as_u64()), (Some("/two"), Some(5)));
+    assert_eq!(v["headers"]["authorization"], format!("Bearer {UPSTREAM_TOKEN}"));
+
+    // 3. A chunked upload sent after its head, in pieces: handed over, every byte arrives.
+    conn.send(
+        format!(
+            "POST /three HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {part_a}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let piece = vec![b'x'; 70_000];
+    for _ in 0..3 {
+        conn.send(format!("{:x}\r\n", piece.len()).as_bytes());
+        conn.send(&piece);
+        conn.send(b"\r\n");
+    }
+    conn.send(b"0\r\n\r\n");
+    let v = json(conn.response());
+    assert_eq!(
+        (v["path"].as_str(), v["body_len"].as_u64()),
+        (Some("/three"), Some(210_000))
+    );
+
+    // 4. A client-chosen tenant header and a wrong Part A, back on the lean path.
+    conn.send(
+        format!("GET /four HTTP/1.1\r\nHost: {host}\r\nX-Tenant-Id: globex\r\nAuthorization: Bearer {part_a}\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(json(conn.response())["headers"]["x-tenant-id"], "acme");
+    let wrong = format!("{}x", &part_a[..part_a.len() - 1]);
+    conn.send(format!("GET /five HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {wrong}\r\n\r\n").as_bytes());
+    let (head, _) = conn.response();
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    // A 401 keeps the connection (the client may retry): one more request on it.
+    conn.send(format!("HEAD /six HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {part_a}\r\n\r\n").as_bytes());
+    let head = conn.head_only();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // And the connection is still in step: the next answer is the next request's.
+    conn.send(format!("GET /seven HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {part_a}\r\n\r\n").as_bytes());
+    assert_eq!(json(conn.response())["path"], "/seven");
+    assert_eq!((served("lean"), served("pingora_proxy")), (5.0, 2.0));
+}
+
+/// `proxy::lean` to an upstream that speaks only HTTP/2: the head goes out with `:authority`
+/// from the upstream host, the answer (no length) reaches an HTTP/1.1 client chunked on a
+/// connection that stays usable, and an HTTP/2 client gets it too.
+#[test]
+fn lean_path_reaches_an_http2_upstream() {
+    const UPSTREAM_TOKEN: &str = "ghp_LeanPathH2UpstreamSecret01234567";
+    let ca = tessera::demo::certs::DemoCa::new("upstream CA").unwrap();
+    let up = echo_upstream_h2(&ca, &["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
+    let mut spec = TenantSpec::new("acme", &["saas.acme.example"], up)
+        .extra(&format!("    upstream_ca: \"{}\"", ca_file.display()));
+    spec.upstream = format!("https://localhost:{}", up.port());
+    let setup = Setup::new(vec![spec]);
+    let t = setup.start("leanh2up");
+    let (_, part_a) = t.mint("acme", UPSTREAM_TOKEN);
+    let host = format!("saas.acme.example:{}", t.ports.https);
+    let served = |path: &str| t.metric("tessera_request_paths_total", &[("path", path)]);
+
+    let mut conn = raw::TlsConn::connect(t.ports.https, "saas.acme.example", &setup.ca_pem);
+    for path in ["/a?q=1", "/b"] {
+        conn.send(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {part_a}\r\n\r\n").as_bytes());
+        let (head, body) = conn.response();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(raw::header_values(&head, "transfer-encoding"), ["chunked"], "{head}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((v["proto"].as_str(), v["path"].as_str()), (Some("h2"), Some(path)));
+        assert_eq!(v["authority"], format!("localhost:{}", up.port()));
+        assert_eq!(v["headers"]["authorization"], format!("Bearer {UPSTREAM_TOKEN}"));
+        assert_eq!(v["headers"]["x-tenant-id"], "acme");
+    }
+    // A body: handed over to pingora-proxy, same upstream protocol.
+    conn.send(
+        format!("POST /c HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {part_a}\r\nContent-Length: 3\r\n\r\nabc")
+            .as_bytes(),
+    );
+    let (head, body) = conn.response();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((v["proto"].as_str(), v["body_len"].as_u64()), (Some("h2"), Some(3)));
+
+    let h2 = client_for(&setup.ca_pem, t.ports.https, &["saas.acme.example"], true);
+    let r = h2
+        .get(t.url("saas.acme.example", "/d"))
+        .bearer_auth(&part_a)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!((v["proto"].as_str(), v["path"].as_str()), (Some("h2"), Some("/d")));
+    assert_eq!((served("lean"), served("pingora_proxy")), (3.0, 1.0));
+}

@@ -184,6 +184,10 @@ pub struct GuardedStream {
     written: usize,
     shut: bool,
     lingered: usize,
+    /// HTTP/1: bytes of the read that completed the current request head that lie past the
+    /// head (the start of its body). Empty for a request without a body in the same read, the
+    /// common case: then nothing is copied. See [`GuardedStream::take_overread`].
+    overread: bytes::BytesMut,
 }
 
 impl std::fmt::Debug for GuardedStream {
@@ -213,6 +217,7 @@ impl GuardedStream {
             written: 0,
             shut: false,
             lingered: 0,
+            overread: bytes::BytesMut::new(),
         }
     }
 
@@ -266,6 +271,15 @@ impl GuardedStream {
     fn blocked(&self) -> bool {
         self.slot.as_ref().is_some_and(Slot::blocked)
     }
+
+    /// The bytes read past the current HTTP/1 request head (see the field). With the head's own
+    /// bytes they are everything the connection has delivered for this request so far, which
+    /// is what `proxy::lean` needs to hand a request whose head it has read to pingora-proxy:
+    /// Pingora 0.9 keeps its own copy of them private. Pipelining is off (Pingora's default),
+    /// so no earlier read holds bytes of this request.
+    pub fn take_overread(&mut self) -> bytes::BytesMut {
+        std::mem::take(&mut self.overread)
+    }
 }
 
 impl AsyncRead for GuardedStream {
@@ -300,6 +314,7 @@ impl AsyncRead for GuardedStream {
             this.scan = HeadScan::default();
             this.deadline.as_mut().reset(Instant::now() + this.limits.timeout);
         }
+        let head_before = this.scan.bytes;
         let result = if this.h2 {
             this.scan.bytes += filled - before;
             if this.scan.bytes >= H2_PREFACE_LEN {
@@ -312,7 +327,16 @@ impl AsyncRead for GuardedStream {
         };
         match result {
             Scan::More => this.shared.phase.store(READING, Ordering::Release),
-            Scan::Complete => this.shared.phase.store(DONE, Ordering::Release),
+            Scan::Complete => {
+                if !this.h2 {
+                    let rest = &buf.filled()[before + (this.scan.bytes - head_before)..];
+                    this.overread.clear();
+                    if !rest.is_empty() {
+                        this.overread.extend_from_slice(rest);
+                    }
+                }
+                this.shared.phase.store(DONE, Ordering::Release)
+            }
             Scan::TooLarge | Scan::TooManyHeaders => {
                 // Pingora never sees the oversized head.
                 buf.set_filled(before);

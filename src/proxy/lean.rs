@@ -1,15 +1,22 @@
-//! The lean path: HTTP/2 requests without a body, to an API hostname, served on pingora-core's
+//! The lean path: requests without a body to an API hostname over TLS, served on pingora-core's
 //! server session, connector and pool without pingora-proxy's generic machinery (its per-request
 //! task channel, 14 KB boxed future, module contexts and request-head bookkeeping: about a third
 //! of bare Pingora's instructions per request, README "Performance").
 //!
-//! Where it runs, per HTTP request (after the connection guard, `guard::GuardHttp`):
+//! Where it runs, per connection and per request (after the connection guard, `guard::GuardHttp`):
 //!
 //! ```text
-//! Lean::process_new_http ─ eligible? HTTP/2 stream, END_STREAM on its HEADERS (no body), no
-//!      │                   Content-Length / Expect, not CONNECT, TLS with an SNI naming a tenant
-//!      │                   that has no OAuth hostname, not an ACME HTTP-01 path, lean_path on
-//!      ├─ no ─▶ pingora-proxy's HttpProxy with the same `Proxy` phases (untouched session)
+//! Lean::process_new_http ─ lean connection? lean_path on, TLS, SNI names a tenant without an
+//!      │                   OAuth hostname (OAuth surfaces need `response_filter`), HTTP/1 on the
+//!      │                   guard's stream ─ no: pingora-proxy's HttpProxy for everything on it
+//!      ▼ yes: the request head is read (HTTP/1: here, with pingora-proxy's 400 for a bad
+//!      │      head and its shutdown check while idle; HTTP/2: already parsed)
+//! eligible? no body (HTTP/2: END_STREAM on HEADERS; any: no Content-Length or
+//!      │     Transfer-Encoding), no Upgrade, no Expect, not CONNECT, HTTP/1.1 or HTTP/2, not an
+//!      │     ACME HTTP-01 path
+//!      ├─ no ─▶ pingora-proxy (HTTP/2: the untouched stream; HTTP/1: `hand_over`, a new
+//!      │        session fed the head and the bytes read past it, as Pingora itself continues
+//!      │        a keep-alive connection)
 //!      ▼ yes
 //! Proxy::admit ─ the `request_filter` phase itself (guard, route, Part A → Part B → token)
 //! Proxy::peer ─ the tenant's prepared peer (no copy)
@@ -17,28 +24,29 @@
 //! connector ─ pooled upstream connection (HTTP/1.1 or HTTP/2 by ALPN), peer timeouts; a failure
 //!      │      on a reused connection before any response is retried on another connection
 //!      │      for idempotent methods (as pingora-proxy's default policy)
-//! Proxy::upstream_response ─ `upstream_response_filter` (status, time, head shaped)
+//! Proxy::upstream_response ─ `upstream_response_filter` (status, time, head shaped); chunked
+//!      │                     framing for an HTTP/1.1 client when the upstream gave no length
 //! body ─ streamed to the client, cut at `upstream.max_request_duration` (`check_duration`)
 //! Proxy::fail ─ `fail_to_proxy` on any error (JSON 502/504 if no response head went out;
-//!      │        otherwise the stream is reset, never ended cleanly)
+//!      │        otherwise the stream is reset / the connection closed, never ended cleanly)
 //! Proxy::record ─ `logging`: metrics, anomaly detection, session record
+//! keep-alive ─ HTTP/1: the connection goes back to Pingora's loop for the next request
 //! ```
 //!
-//! Everything else — HTTP/1.1 (its keep-alive, pipelining and upgrades), request bodies, OAuth
-//! hostnames, plaintext listeners, ACME answers — goes through pingora-proxy unchanged; the
-//! choice is made before any phase runs, so a request is served entirely by one path. Why only
-//! these: an HTTP/2 request's head is already parsed when the session is handed over, so the
-//! choice costs nothing and falling back loses nothing; an HTTP/1 session cannot be handed to
-//! pingora-proxy once its head was read (Pingora 0.9 keeps the bytes read past the head
-//! private), and bodies would need pingora-proxy's duplex loop (an upstream may answer before
-//! it has read the body). `lean_path: false` sends every request through pingora-proxy.
+//! A request is served entirely by one path; both run the same `Proxy` phases. Why bodies,
+//! upgrades and `Expect` go to pingora-proxy: they need its duplex loop (an upstream may answer
+//! before it has read the body; an upgraded connection carries bytes both ways). What the lean
+//! path does not carry and pingora-proxy does: response trailers (only HTTP/2 upstreams send
+//! them, and only for requests with bodies in practice: gRPC). `lean_path: false` sends every
+//! request through pingora-proxy.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use bytes::BytesMut;
 use http::{Method, Version};
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -53,6 +61,7 @@ use pingora::upstreams::peer::Peer;
 use prometheus::IntCounter;
 
 use super::{Ctx, Proxy, SniInfo};
+use crate::guard::GuardedStream;
 use crate::tenants::TenantTable;
 
 /// Attempts at an upstream exchange when a reused connection fails before answering.
@@ -86,18 +95,42 @@ impl Lean {
 
     /// Whether this request takes the lean path (module doc). Reads only the parsed head and
     /// the TLS digest.
-    fn eligible(&self, session: &mut Downstream, table: &TenantTable) -> bool {
-        if !self.enabled || !matches!(session, Downstream::H2(_)) || !session.is_body_empty() {
+    fn eligible(&self, session: &mut Downstream) -> bool {
+        let h1 = match session {
+            Downstream::H1(_) => true,
+            Downstream::H2(_) => false,
+            _ => return false,
+        };
+        if !h1 && !session.is_body_empty() {
             return false;
         }
         let req = session.req_header();
         if req.method == Method::CONNECT
+            || (h1 && req.version != Version::HTTP_11)
             || req.headers.contains_key(http::header::CONTENT_LENGTH)
+            || req.headers.contains_key(http::header::TRANSFER_ENCODING)
+            || req.headers.contains_key(http::header::UPGRADE)
             || req.headers.contains_key(http::header::EXPECT)
         {
             return false;
         }
-        if self.proxy.acme.is_some() && crate::acme::Http01::token(req.uri.path()).is_some() {
+        !(self.proxy.acme.is_some() && crate::acme::Http01::token(req.uri.path()).is_some())
+    }
+
+    /// Whether the connection may use the lean path at all, before anything is read: on (and
+    /// the stream is the guard's, see `hand_over`), TLS with an SNI naming a tenant that has
+    /// no OAuth hostname (OAuth surfaces need `response_filter`, which only pingora-proxy runs).
+    fn lean_connection(&self, session: &Downstream, table: &TenantTable) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        // HTTP/1 hand-overs need the guard's stream (`hand_over`); HTTP/2 never hands over.
+        let guarded = || {
+            session
+                .stream()
+                .is_some_and(|s| (**s).as_any().downcast_ref::<GuardedStream>().is_some())
+        };
+        if matches!(session, Downstream::H1(_)) && !guarded() {
             return false;
         }
         let sni = session
@@ -109,30 +142,115 @@ impl Lean {
             .is_some_and(|t| t.oauth.is_none())
     }
 
-    /// One request on the lean path, start to finish.
-    async fn serve(&self, session: &mut Downstream) {
+    /// An HTTP/1.1 request on a lean connection: read its head, then serve it here or hand it
+    /// to pingora-proxy; the connection comes back for the next request either way.
+    async fn serve_h1(&self, mut session: Downstream, shutdown: &ShutdownWatch) -> Option<ReusedHttpStream> {
+        // As Pingora's app loop left them (keep-alive timeout and reuses), for a hand-over.
+        let persist = HttpPersistentSettings::for_session(&session);
+        let reuses = session.get_keepalive_reuses_remaining();
+        let read = tokio::select! {
+            biased;
+            r = session.read_request() => r,
+            _ = shutting_down(shutdown) => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                // As pingora-proxy: a malformed head gets a 400, anything else a closed connection.
+                if matches!(e.etype(), InvalidHTTPHeader) {
+                    let _ = session.respond_error(400).await;
+                }
+                log::debug!("lean path: reading a request failed: {e}");
+                return None;
+            }
+        }
+        if !self.eligible(&mut session) {
+            return self.hand_over(session, persist, reuses, shutdown).await;
+        }
+        self.lean.inc();
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        if !self.serve(&mut session).await {
+            return None;
+        }
+        let persist = HttpPersistentSettings::for_session(&session);
+        let reusable = session.finish().await.ok()??;
+        Some(ReusedHttpStream::from_reusable_stream(reusable, persist))
+    }
+
+    /// Give an HTTP/1 request whose head the lean path has read to pingora-proxy: a new
+    /// session on the same connection, fed the head's bytes and whatever was read past it
+    /// (`GuardedStream::take_overread`) as the start of its input, with the connection's
+    /// keep-alive state, exactly as Pingora continues a connection between requests.
+    async fn hand_over(
+        &self,
+        session: Downstream,
+        persist: HttpPersistentSettings,
+        reuses: Option<u32>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.general.inc();
+        let Downstream::H1(h1) = session else {
+            return self.fallback.process_new_http(session, shutdown).await;
+        };
+        let head = h1.get_headers_raw_bytes();
+        let Ok(mut guarded) = h1.into_inner().into_any().downcast::<GuardedStream>() else {
+            // Not reachable: `lean_connection` checked the stream's type.
+            log::warn!("lean path: an unguarded connection cannot be handed over; closed");
+            return None;
+        };
+        let overread = guarded.take_overread();
+        let mut prefix = BytesMut::with_capacity(head.len() + overread.len());
+        prefix.extend_from_slice(&head);
+        prefix.extend_from_slice(&overread);
+        let mut fresh = Downstream::new_http1(guarded);
+        // `apply_to_session` counts a reuse; this is still the same request.
+        persist.apply_to_session(&mut fresh);
+        fresh.set_keepalive_reuses_remaining(reuses);
+        fresh.set_pipelined_prefix(prefix);
+        self.fallback.process_new_http(fresh, shutdown).await
+    }
+
+    /// One request on the lean path, start to finish. `false`: the connection must not be
+    /// reused (an error ended the request).
+    async fn serve(&self, session: &mut Downstream) -> bool {
         let p = &*self.proxy;
         let mut ctx = p.new_ctx();
-        let error = match p.admit(session, &mut ctx).await {
-            Ok(true) => None,
-            Ok(false) => self.forward(session, &mut ctx).await.err(),
-            Err(e) => Some(e),
+        let mut tries = 0;
+        let (error, context) = match p.admit(session, &mut ctx).await {
+            Ok(true) => (None, ""),
+            Ok(false) => (
+                self.forward(session, &mut ctx, &mut tries).await.err(),
+                "Fail to proxy:",
+            ),
+            Err(e) => (Some(e), "Fail to filter request:"),
         };
         if let Some(e) = &error {
             // Writes nothing once the response head went out; the stream is then dropped
             // without END_STREAM (reset), so a cut body never looks complete.
-            p.fail(session, e, &mut ctx).await;
+            let code = p.fail(session, e, &mut ctx).await;
+            // Pingora's own error line, with the same (scrubbed) request summary.
+            log::error!(
+                "{context} {e}, status: {code}, tries: {tries}, retry: false, {}",
+                crate::session_log::request_summary(session.req_header())
+            );
         }
         p.record(session, &mut ctx);
-        if error.is_none() {
-            if let Err(e) = session.finish_body().await {
-                log::debug!("lean path: finishing the response failed: {e}");
-            }
+        if error.is_some() {
+            return false;
         }
+        if let Err(e) = session.finish_body().await {
+            log::debug!("lean path: finishing the response failed: {e}");
+            return false;
+        }
+        true
     }
 
     /// `upstream_peer` to the last body byte.
-    async fn forward(&self, session: &mut Downstream, ctx: &mut Ctx) -> Result<()> {
+    /// `tries`: upstream attempts made (for the error line).
+    async fn forward(&self, session: &mut Downstream, ctx: &mut Ctx, tries: &mut usize) -> Result<()> {
         let p = &*self.proxy;
         ctx.upstream_started = Some(std::time::Instant::now());
         let peer = p.peer(ctx)?;
@@ -143,32 +261,59 @@ impl Lean {
         let mut attempt = 0;
         let (mut client, resp) = loop {
             attempt += 1;
+            *tries = attempt;
             let (mut client, reused) = self.connector.get_http_session(&*peer).await.map_err(|e| e.into_up())?;
             client.set_read_timeout(peer.options.read_timeout);
             client.set_write_timeout(peer.options.write_timeout);
-            // A copy only while a retry could still need the head.
+            // A copy only while a retry could still need the head: a reused connection may have
+            // been closed by the upstream meanwhile, an HTTP/2 one may be refused (downgrade).
             let retry_possible = reused && retry_allowed && attempt < MAX_ATTEMPTS;
-            let mut head = match (retry_possible, up.as_ref()) {
+            let h2 = matches!(client, Upstream::H2(_));
+            let keep = (retry_possible || h2) && attempt < MAX_ATTEMPTS;
+            let mut head = match (keep, up.as_ref()) {
                 (true, Some(u)) => Box::new(u.clone()),
                 _ => match up.take() {
                     Some(u) => Box::new(u),
                     None => return Error::e_explain(InternalError, "lean path: request head already sent"),
                 },
             };
-            head.set_version(match client {
-                Upstream::H2(_) => Version::HTTP_2,
-                _ => Version::HTTP_11,
-            });
+            head.set_version(if h2 { Version::HTTP_2 } else { Version::HTTP_11 });
             match exchange(&mut client, head).await {
                 Ok(resp) => break (client, resp),
+                // The upstream refused HTTP/2 (HTTP_1_1_REQUIRED) or spoke it badly: HTTP/1.1
+                // from now on for this peer, as pingora-proxy does, and this request again.
+                Err(e)
+                    if matches!(e.etype(), H2Downgrade | InvalidH2)
+                        && attempt < MAX_ATTEMPTS
+                        && up.is_some()
+                        && peer.get_alpn().is_none_or(|a| a.get_min_http_version() == 1) =>
+                {
+                    log::debug!("lean path: upstream refused HTTP/2 ({e}); using HTTP/1.1 for it");
+                    self.connector.prefer_h1(&*peer);
+                }
                 Err(e) if retry_possible => {
-                    log::debug!("lean path: reused upstream connection failed ({e}), retrying");
+                    log::warn!(
+                        "Fail to proxy: {e}, tries: {attempt}, retry: true, {}",
+                        crate::session_log::request_summary(session.req_header())
+                    );
                 }
                 Err(e) => return Err(e.into_up()),
             }
         };
         let mut resp = Box::new(resp);
         p.upstream_response(&mut resp, ctx)?;
+        if matches!(session, Downstream::H1(_)) {
+            // As pingora-proxy: an HTTP/1.1 client gets chunked framing when the upstream gave
+            // no length (an HTTP/2 or HTTP/1.0 upstream), so the connection stays reusable.
+            resp.set_version(Version::HTTP_11);
+            let no_body = session.req_header().method == Method::HEAD || matches!(resp.status.as_u16(), 204 | 304);
+            if !no_body
+                && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+                && !resp.headers.contains_key(http::header::TRANSFER_ENCODING)
+            {
+                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+        }
         session.write_response_header(resp).await.map_err(|e| e.into_down())?;
         loop {
             let body = client.read_response_body().await.map_err(|e| e.into_up())?;
@@ -211,6 +356,20 @@ async fn exchange(client: &mut Upstream, head: Box<RequestHeader>) -> Result<Res
     }
 }
 
+/// Resolves once the server is shutting down (an idle keep-alive connection then closes
+/// instead of waiting for another request, as pingora-proxy does).
+async fn shutting_down(shutdown: &ShutdownWatch) {
+    let mut watch = shutdown.clone();
+    loop {
+        if *watch.borrow_and_update() {
+            return;
+        }
+        if watch.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// RFC 9110 §9.2.2.
 fn is_idempotent(m: &Method) -> bool {
     matches!(
@@ -226,17 +385,19 @@ impl HttpServerApp for Lean {
         mut session: Downstream,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let table = self.proxy.tenants.load();
-        if !self.eligible(&mut session, &table) {
-            drop(table);
-            self.general.inc();
-            return self.fallback.process_new_http(session, shutdown).await;
+        let lean = self.lean_connection(&session, &self.proxy.tenants.load());
+        if lean && matches!(session, Downstream::H1(_)) {
+            return self.serve_h1(session, shutdown).await;
         }
-        drop(table);
-        self.lean.inc();
-        self.serve(&mut session).await;
-        // HTTP/2 streams are never handed back for reuse; the connection lives on in Pingora.
-        None
+        // An HTTP/2 stream's head is already parsed: the choice reads it, nothing is consumed.
+        if lean && matches!(session, Downstream::H2(_)) && self.eligible(&mut session) {
+            self.lean.inc();
+            self.serve(&mut session).await;
+            // HTTP/2 streams are never handed back for reuse; the connection lives on.
+            return None;
+        }
+        self.general.inc();
+        self.fallback.process_new_http(session, shutdown).await
     }
 
     fn h2_options(&self) -> Option<H2Options> {

@@ -132,6 +132,21 @@ pub fn plain_exchange(port: u16, bytes: &[u8]) -> String {
 /// Send `bytes` over TLS with SNI `sni` (trusting `ca_pem`) and return the answer read until
 /// the server closes or 3 s of silence.
 pub fn tls_exchange(port: u16, sni: &str, ca_pem: &str, bytes: &[u8]) -> String {
+    let mut tls = tls_connect(port, sni, ca_pem, Duration::from_secs(3));
+    tls.write_all(bytes).unwrap();
+    tls.flush().unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A TLS client connection to 127.0.0.1:`port` with SNI `sni`, trusting `ca_pem`.
+fn tls_connect(
+    port: u16,
+    sni: &str,
+    ca_pem: &str,
+    read_timeout: Duration,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     let mut rd = std::io::BufReader::new(ca_pem.as_bytes());
     for c in rustls_pemfile_certs(&mut rd) {
@@ -145,13 +160,8 @@ pub fn tls_exchange(port: u16, sni: &str, ca_pem: &str, bytes: &[u8]) -> String 
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(bytes).unwrap();
-    tls.flush().unwrap();
-    let mut out = Vec::new();
-    let _ = tls.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    tcp.set_read_timeout(Some(read_timeout)).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
 }
 
 fn rustls_pemfile_certs(rd: &mut dyn std::io::BufRead) -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -161,4 +171,89 @@ fn rustls_pemfile_certs(rd: &mut dyn std::io::BufRead) -> Vec<rustls::pki_types:
     rustls::pki_types::CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
         .unwrap()
+}
+
+/// One TLS connection for several HTTP/1.1 exchanges in turn (keep-alive), each answer read
+/// by its framing (`Content-Length` or chunked).
+pub struct TlsConn {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl TlsConn {
+    pub fn connect(port: u16, sni: &str, ca_pem: &str) -> TlsConn {
+        TlsConn {
+            tls: tls_connect(port, sni, ca_pem, Duration::from_secs(5)),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Write `bytes` (one write, flushed).
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.tls.write_all(bytes).unwrap();
+        self.tls.flush().unwrap();
+    }
+
+    /// The head of the next response, for a request that gets no body (`HEAD`).
+    pub fn head_only(&mut self) -> String {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill();
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end);
+        head
+    }
+
+    /// The next response: head (text) and body. Panics if the connection ends first.
+    pub fn response(&mut self) -> (String, Vec<u8>) {
+        let head = self.head_only();
+        let body = if let Some(v) = header_values(&head, "content-length").first() {
+            let n: usize = v.parse().unwrap();
+            while self.buf.len() < n {
+                self.fill();
+            }
+            self.buf.drain(..n).collect()
+        } else if header_values(&head, "transfer-encoding")
+            .iter()
+            .any(|v| v.contains("chunked"))
+        {
+            let mut body = Vec::new();
+            loop {
+                let line_end = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    self.fill();
+                };
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&self.buf[..line_end]).unwrap().trim(), 16).unwrap();
+                self.buf.drain(..line_end + 2);
+                while self.buf.len() < size + 2 {
+                    self.fill();
+                }
+                body.extend(self.buf.drain(..size));
+                self.buf.drain(..2);
+                if size == 0 {
+                    break body;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        (head, body)
+    }
+
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.tls.read(&mut chunk).expect("connection read failed");
+        assert!(
+            n > 0,
+            "connection closed; so far: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
 }

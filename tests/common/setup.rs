@@ -235,3 +235,77 @@ impl Default for Ports {
         Self::new()
     }
 }
+
+/// An HTTPS upstream that speaks only HTTP/2 (ALPN `h2`), with a certificate for `names` from
+/// `ca`. Answers every request `200` with JSON `{"method","path","headers","body_len","proto":"h2"}`.
+pub fn echo_upstream_h2(ca: &DemoCa, names: &[&str]) -> SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let leaf = ca.issue(names).unwrap();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    pingora::tls::install_default_crypto_provider();
+    let mut cfg = pingora::tls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        tokio::spawn(async move {
+                            let (parts, mut body) = req.into_parts();
+                            let mut body_len = 0;
+                            while let Some(Ok(chunk)) = body.data().await {
+                                body_len += chunk.len();
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                            }
+                            let headers: serde_json::Map<String, serde_json::Value> = parts
+                                .headers
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                                .collect();
+                            let answer = serde_json::json!({
+                                "method": parts.method.as_str(),
+                                "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                                "authority": parts.uri.authority().map(|a| a.as_str()),
+                                "headers": headers,
+                                "body_len": body_len,
+                                "proto": "h2",
+                            });
+                            let bytes = serde_json::to_vec(&answer).unwrap();
+                            let resp = http::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/json")
+                                .body(())
+                                .unwrap();
+                            if let Ok(mut send) = respond.send_response(resp, false) {
+                                let _ = send.send_data(bytes.into(), true);
+                            }
+                        });
+                    }
+                });
+            }
+        });
+    });
+    addr
+}
