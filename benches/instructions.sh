@@ -22,6 +22,8 @@
 #   none-h1             Tessera, tenant auth: none (session log and anomaly on, the defaults)
 #   split-h1, split-h2  Tessera, split token, embedded store (the full path)
 #   split-nolog-h1      as split-h1, session log and anomaly detection off
+#   split-general-h1/h2 as split-h1/h2 with lean_path: false: every request through pingora-proxy
+#                       (split-* and none-* take Tessera's lean path, src/proxy/lean.rs)
 #   split-case-h1       as split-h1, with upstream.preserve_header_case: true
 #
 # Requires: valgrind (callgrind_control), h2load (nghttp2-client), and what benches/load.sh needs.
@@ -151,6 +153,7 @@ split() {
 }
 split split "" h1 h2
 split split-nolog "$NOLOG" h1
+split split-general "lean_path: false" h1 h2
 split split-case "upstream: { preserve_header_case: true }" h1
 
 echo

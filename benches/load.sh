@@ -29,6 +29,8 @@
 #   6 redis-nocache   as 4, Redis store, cache off (one Redis round trip per request)
 #   7 split-nolog     as 4, session_log and anomaly disabled (4 has both on, the default)
 #   7b split-steal    as 4, work_stealing: true (Pingora's default runtime; Tessera's is false)
+#   7c split-general  as 4, lean_path: false (every request through pingora-proxy; case 4 is
+#                     served by Tessera's lean path, src/proxy/lean.rs); h2-split-general the same
 #                     (the session log writes a JSON line per request to WORK/<case>/sessions.jsonl,
 #                     and with a Redis store also XADDs it to a stream)
 #   8 nginx-https     nginx HTTPS reverse proxy to the same upstream (NGINX=0 skips)
@@ -351,6 +353,9 @@ split_case split-nolog "$(EMBEDDED split-nolog)" "$NOLOG"
 # 7b. split token on Pingora's work-stealing runtime (Tessera's default is work_stealing: false)
 split_case split-steal "$(EMBEDDED split-steal)" "work_stealing: true"
 
+# 7c. split token through pingora-proxy only (case 4 takes Tessera's lean path)
+split_case split-general "$(EMBEDDED split-general)" "lean_path: false" h2-split-general
+
 # 8. nginx as an HTTPS reverse proxy (peer comparison), the same header work as the others
 if [ "$NGINX" = 1 ] && [ -x "$NGINX_BIN" ] && { want nginx-https || want h2-nginx; }; then
     NG=$WORK/nginx
@@ -423,6 +428,8 @@ declare -A LABEL=(
     [redis-nocache]="6 as 4, redis store, cache off"
     [split-nolog]="7 as 4, no session log/anomaly"
     [split-steal]="7b as 4, work_stealing: true"
+    [split-general]="7c as 4, lean_path: false (pingora-proxy)"
+    [h2-split-general]="h2 7c as 4, lean_path: false"
     [nginx-https]="8 nginx https reverse proxy"
     [h2-bare]="h2 0 bare pingora"
     [h2-lean]="h2 0b pingora-core only (--lean)"

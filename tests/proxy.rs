@@ -603,3 +603,50 @@ fn lean_path_reaches_an_http2_upstream() {
     assert_eq!((v["proto"].as_str(), v["path"].as_str()), (Some("h2"), Some("/d")));
     assert_eq!((served("lean"), served("pingora_proxy")), (3.0, 1.0));
 }
+
+/// `proxy::lean` retries an idempotent request on a new connection when the pooled one it took
+/// turns out dead (the upstream reads the request and closes), as pingora-proxy does.
+#[test]
+fn lean_path_retries_a_dead_pooled_connection() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = listener.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = conns.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                // First request: answered (keep-alive). Second: read, then the connection closes.
+                for n in 0..2 {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    if n == 0 {
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                }
+            });
+        }
+    });
+    let setup = Setup::new(vec![
+        TenantSpec::new("acme", &["saas.acme.example"], up).extra("    auth: none")
+    ]);
+    let t = setup.start("leanretry");
+    let c = t.client(&["saas.acme.example"]);
+    for i in 0..3 {
+        let r = c.get(t.url("saas.acme.example", &format!("/{i}"))).send().unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().unwrap(), "ok");
+    }
+    // Requests 2 and 3 each found the pooled connection dead and were sent again.
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(t.metric("tessera_request_paths_total", &[("path", "lean")]), 3.0);
+    assert!(t.log_text().contains("retry: true"), "{}", t.log_text());
+}

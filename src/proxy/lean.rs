@@ -254,44 +254,39 @@ impl Lean {
         let p = &*self.proxy;
         ctx.upstream_started = Some(std::time::Instant::now());
         let peer = p.peer(ctx)?;
-        let mut up = session.req_header().clone();
-        p.upstream_request(session, &mut up, ctx)?;
-        let retry_allowed = is_idempotent(&up.method);
-        let mut up = Some(up);
+        let retry_allowed = is_idempotent(&session.req_header().method);
+        // For a retry the head is built again from the client's; the credential is kept for it
+        // as a second handle on the same wiped-on-drop buffer (no copy of the token).
+        let credential = ctx.credential.clone();
         let mut attempt = 0;
         let (mut client, resp) = loop {
             attempt += 1;
             *tries = attempt;
+            if attempt > 1 {
+                ctx.credential = credential.clone();
+            }
+            let mut up = session.req_header().clone();
+            p.upstream_request(session, &mut up, ctx)?;
             let (mut client, reused) = self.connector.get_http_session(&*peer).await.map_err(|e| e.into_up())?;
             client.set_read_timeout(peer.options.read_timeout);
             client.set_write_timeout(peer.options.write_timeout);
-            // A copy only while a retry could still need the head: a reused connection may have
-            // been closed by the upstream meanwhile, an HTTP/2 one may be refused (downgrade).
-            let retry_possible = reused && retry_allowed && attempt < MAX_ATTEMPTS;
             let h2 = matches!(client, Upstream::H2(_));
-            let keep = (retry_possible || h2) && attempt < MAX_ATTEMPTS;
-            let mut head = match (keep, up.as_ref()) {
-                (true, Some(u)) => Box::new(u.clone()),
-                _ => match up.take() {
-                    Some(u) => Box::new(u),
-                    None => return Error::e_explain(InternalError, "lean path: request head already sent"),
-                },
-            };
-            head.set_version(if h2 { Version::HTTP_2 } else { Version::HTTP_11 });
-            match exchange(&mut client, head).await {
+            up.set_version(if h2 { Version::HTTP_2 } else { Version::HTTP_11 });
+            match exchange(&mut client, Box::new(up)).await {
                 Ok(resp) => break (client, resp),
                 // The upstream refused HTTP/2 (HTTP_1_1_REQUIRED) or spoke it badly: HTTP/1.1
                 // from now on for this peer, as pingora-proxy does, and this request again.
                 Err(e)
-                    if matches!(e.etype(), H2Downgrade | InvalidH2)
+                    if h2
+                        && matches!(e.etype(), H2Downgrade | InvalidH2)
                         && attempt < MAX_ATTEMPTS
-                        && up.is_some()
                         && peer.get_alpn().is_none_or(|a| a.get_min_http_version() == 1) =>
                 {
                     log::debug!("lean path: upstream refused HTTP/2 ({e}); using HTTP/1.1 for it");
                     self.connector.prefer_h1(&*peer);
                 }
-                Err(e) if retry_possible => {
+                // A reused connection the upstream had closed meanwhile: another one.
+                Err(e) if reused && retry_allowed && attempt < MAX_ATTEMPTS => {
                     log::warn!(
                         "Fail to proxy: {e}, tries: {attempt}, retry: true, {}",
                         crate::session_log::request_summary(session.req_header())
@@ -300,6 +295,7 @@ impl Lean {
                 Err(e) => return Err(e.into_up()),
             }
         };
+        drop(credential);
         let mut resp = Box::new(resp);
         p.upstream_response(&mut resp, ctx)?;
         if matches!(session, Downstream::H1(_)) {
@@ -386,13 +382,16 @@ impl HttpServerApp for Lean {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let lean = self.lean_connection(&session, &self.proxy.tenants.load());
+        // The lean path's futures are boxed on their own: inline, their state (kilobytes) would
+        // make this future that large, and it is moved into a `Box` for every request, the
+        // ones handed to pingora-proxy included (README "Performance").
         if lean && matches!(session, Downstream::H1(_)) {
-            return self.serve_h1(session, shutdown).await;
+            return Box::pin(self.serve_h1(session, shutdown)).await;
         }
         // An HTTP/2 stream's head is already parsed: the choice reads it, nothing is consumed.
         if lean && matches!(session, Downstream::H2(_)) && self.eligible(&mut session) {
             self.lean.inc();
-            self.serve(&mut session).await;
+            Box::pin(self.serve(&mut session)).await;
             // HTTP/2 streams are never handed back for reuse; the connection lives on.
             return None;
         }
