@@ -71,7 +71,7 @@ pub struct Config {
     /// Off by default here: each worker then runs its own single-threaded runtime, which costs
     /// fewer cross-CPU wake-ups per request (measured in the README's Performance notes).
     pub work_stealing: bool,
-    /// HTTP/2 requests without a body, to an API hostname over TLS, served without
+    /// Requests without a body, over TLS to a tenant without OAuth hostnames, served without
     /// pingora-proxy's generic machinery (`proxy::lean`). On by default: same phases, fewer
     /// instructions per request (README "Performance"); `false` sends every request through
     /// pingora-proxy.

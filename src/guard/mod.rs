@@ -11,8 +11,9 @@
 //!     │   h1: request-head deadline, head size cap and header-count cap (431 written by the
 //!     │   guard); h2: deadline for the connection preface; any: cut when the IP is blocked
 //!     ▼
-//! GuardHttp::process_new_http ─ before Pingora reads each HTTP/1 request head: re-arm the head
-//!     │                          checks, then Pingora's HttpProxy (the `proxy` phases)
+//! GuardHttp::process_new_http ─ before each HTTP/1 request head is read: re-arm the head
+//!     │                          checks, then `proxy::Lean` (the lean path or Pingora's
+//!     │                          HttpProxy; both run the `proxy` phases)
 //!     ▼
 //! proxy request_filter ─ `Guard::h2_stream_reset`, before routing and again after the store
 //!                        lookup: a stream the client already reset goes no further (no store

@@ -24,7 +24,7 @@
 //! ```
 //!
 //! The phases' work lives in `impl Proxy` on pingora-core's server session, so the lean path
-//! (`lean`: HTTP/2 requests without a body) runs the same functions in the same order without
+//! (`lean`: requests without a body) runs the same functions in the same order without
 //! pingora-proxy; the `ProxyHttp` methods only adapt Pingora's `Session` to them.
 
 mod handshake;
