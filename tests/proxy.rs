@@ -650,3 +650,33 @@ fn lean_path_retries_a_dead_pooled_connection() {
     assert_eq!(t.metric("tessera_request_paths_total", &[("path", "lean")]), 3.0);
     assert!(t.log_text().contains("retry: true"), "{}", t.log_text());
 }
+
+/// `proxy::lean`: a client that goes away while the upstream works ends the exchange at once
+/// (as pingora-proxy's duplex loop does) instead of when the upstream answers.
+#[test]
+fn lean_path_drops_the_upstream_request_of_a_client_that_left() {
+    let (setup, _) = two_tenants();
+    let t = setup.start("leangone");
+    let host = format!("saas.acme.example:{}", t.ports.https);
+    let mut conn = raw::TlsConn::connect(t.ports.https, "saas.acme.example", &setup.ca_pem);
+    conn.send(format!("GET /delay/3000 HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = std::time::Instant::now();
+    drop(conn);
+    let record = || {
+        std::fs::read_to_string(&t.sessions)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|r| r["path"] == "/delay/3000")
+    };
+    let seen = eventually(Duration::from_secs(6), || record().is_some());
+    assert!(seen.is_some(), "no session record");
+    let r = record().unwrap();
+    assert_eq!(r["status"], 0, "{r}");
+    assert!(
+        sent.elapsed() < Duration::from_millis(2500),
+        "ended only with the upstream: {r}"
+    );
+    assert_eq!(t.metric("tessera_request_paths_total", &[("path", "lean")]), 1.0);
+}

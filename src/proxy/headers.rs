@@ -187,13 +187,15 @@ pub fn check_connection(headers: &http::HeaderMap, stripped: &[HeaderName]) -> R
 }
 
 /// Request headers never forwarded (besides `TE`, kept only as `TE: trailers`, and whatever
-/// `Connection` lists).
-pub(crate) const HOP_BY_HOP: [&str; 5] = [
+/// `Connection` lists). `HTTP2-Settings` is connection-specific (RFC 7540 §3.2.1) even when a
+/// client fails to list it in `Connection`; pingora-proxy drops it too.
+pub(crate) const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authorization",
     "upgrade",
+    "http2-settings",
 ];
 
 /// The upstream request as `shape_upstream` edits it.

@@ -272,7 +272,14 @@ impl Lean {
             client.set_write_timeout(peer.options.write_timeout);
             let h2 = matches!(client, Upstream::H2(_));
             up.set_version(if h2 { Version::HTTP_2 } else { Version::HTTP_11 });
-            match exchange(&mut client, Box::new(up)).await {
+            // While the upstream works, a client that goes away (HTTP/1 close, HTTP/2 reset)
+            // ends the exchange, as pingora-proxy's duplex loop does.
+            let answer = tokio::select! {
+                biased;
+                r = exchange(&mut client, Box::new(up)) => r,
+                e = client_gone(session) => return Err(e),
+            };
+            match answer {
                 Ok(resp) => break (client, resp),
                 // The upstream refused HTTP/2 (HTTP_1_1_REQUIRED) or spoke it badly: HTTP/1.1
                 // from now on for this peer, as pingora-proxy does, and this request again.
@@ -349,6 +356,19 @@ async fn exchange(client: &mut Upstream, head: Box<RequestHeader>) -> Result<Res
             continue;
         }
         return Ok(resp.clone());
+    }
+}
+
+/// Resolves with an error when the client goes away while a body-less request waits for its
+/// answer (HTTP/1: the connection closed or bytes after the request; HTTP/2: the stream reset).
+async fn client_gone(session: &mut Downstream) -> Box<Error> {
+    loop {
+        match session.read_body_or_idle(true).await {
+            Err(e) => return e.into_down(),
+            // Not expected for a request without a body; keep waiting for the end.
+            Ok(Some(_)) => continue,
+            Ok(None) => std::future::pending::<()>().await,
+        }
     }
 }
 
