@@ -188,6 +188,8 @@ pub struct GuardedStream {
     /// head (the start of its body). Empty for a request without a body in the same read, the
     /// common case: then nothing is copied. See [`GuardedStream::take_overread`].
     overread: bytes::BytesMut,
+    /// HTTP/1: the length of the current request head as scanned (leading empty lines included).
+    head_len: usize,
 }
 
 impl std::fmt::Debug for GuardedStream {
@@ -218,6 +220,7 @@ impl GuardedStream {
             shut: false,
             lingered: 0,
             overread: bytes::BytesMut::new(),
+            head_len: 0,
         }
     }
 
@@ -272,13 +275,18 @@ impl GuardedStream {
         self.slot.as_ref().is_some_and(Slot::blocked)
     }
 
-    /// The bytes read past the current HTTP/1 request head (see the field). With the head's own
-    /// bytes they are everything the connection has delivered for this request so far, which
-    /// is what `proxy::lean` needs to hand a request whose head it has read to pingora-proxy:
-    /// Pingora 0.9 keeps its own copy of them private. Pipelining is off (Pingora's default),
-    /// so no earlier read holds bytes of this request.
+    /// The current HTTP/1 request head's length as scanned, and the bytes read past it (see the
+    /// fields). With the head's own bytes they are everything the connection has delivered for
+    /// this request so far, which is what `proxy::lean` needs to hand a request whose head it
+    /// has read to pingora-proxy: Pingora 0.9 keeps its own copy of them private. Pipelining is
+    /// off (Pingora's default), so no earlier read holds bytes of this request.
     pub fn take_overread(&mut self) -> bytes::BytesMut {
         std::mem::take(&mut self.overread)
+    }
+
+    /// See [`GuardedStream::take_overread`].
+    pub fn head_len(&self) -> usize {
+        self.head_len
     }
 }
 
@@ -329,6 +337,7 @@ impl AsyncRead for GuardedStream {
             Scan::More => this.shared.phase.store(READING, Ordering::Release),
             Scan::Complete => {
                 if !this.h2 {
+                    this.head_len = this.scan.bytes;
                     let rest = &buf.filled()[before + (this.scan.bytes - head_before)..];
                     this.overread.clear();
                     if !rest.is_empty() {

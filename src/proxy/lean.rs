@@ -33,7 +33,9 @@
 //! keep-alive ─ HTTP/1: the connection goes back to Pingora's loop for the next request
 //! ```
 //!
-//! A request is served entirely by one path; both run the same `Proxy` phases. Why bodies,
+//! A request is served entirely by one path; both run the same `Proxy` phases. A hand-over
+//! replays exactly the bytes the client sent; a head Pingora's parser rewrote (its escaping of
+//! an illegal request line) cannot be, and gets a `400` (`bad_requests{reason="unreplayable"}`). Why bodies,
 //! upgrades and `Expect` go to pingora-proxy: they need its duplex loop (an upstream may answer
 //! before it has read the body; an upgraded connection carries bytes both ways). What the lean
 //! path does not carry and pingora-proxy does: response trailers (only HTTP/2 upstreams send
@@ -62,6 +64,7 @@ use prometheus::IntCounter;
 
 use super::{Ctx, Proxy, SniInfo};
 use crate::guard::GuardedStream;
+use crate::metrics;
 use crate::tenants::TenantTable;
 
 /// Attempts at an upstream exchange when a reused connection fails before answering.
@@ -186,19 +189,43 @@ impl Lean {
     /// keep-alive state, exactly as Pingora continues a connection between requests.
     async fn hand_over(
         &self,
-        session: Downstream,
+        mut session: Downstream,
         persist: HttpPersistentSettings,
         reuses: Option<u32>,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         self.general.inc();
-        let Downstream::H1(h1) = session else {
+        let Downstream::H1(h1) = &mut session else {
             return self.fallback.process_new_http(session, shutdown).await;
         };
         let head = h1.get_headers_raw_bytes();
+        // Replayed bytes must be exactly what the client sent: the head as Pingora parsed it
+        // and the guard's bytes past the head as the guard scanned it only join up when both
+        // saw the head end at the same byte. They differ only when Pingora rewrote the head
+        // (its escaping of an illegal request line); such a request is refused, never guessed.
+        let head_len = h1
+            .stream()
+            .as_any()
+            .downcast_ref::<GuardedStream>()
+            .map(GuardedStream::head_len);
+        if head_len != Some(head.len()) {
+            metrics::global()
+                .bad_requests
+                .with_label_values(&["unreplayable"])
+                .inc();
+            log::debug!(
+                "lean path: request head not replayable ({} bytes parsed, {head_len:?} received); 400",
+                head.len()
+            );
+            session.set_keepalive(None);
+            let _ = session.respond_error(400).await;
+            return None;
+        }
+        let Downstream::H1(h1) = session else {
+            return None;
+        };
         let Ok(mut guarded) = h1.into_inner().into_any().downcast::<GuardedStream>() else {
-            // Not reachable: `lean_connection` checked the stream's type.
-            log::warn!("lean path: an unguarded connection cannot be handed over; closed");
+            // Not reachable: checked just above.
             return None;
         };
         let overread = guarded.take_overread();
