@@ -343,9 +343,11 @@ fn smuggled_requests_never_reach_the_upstream() {
 }
 
 /// The lean path's hand-over (HTTP/1.1 requests with a body go to pingora-proxy after the lean
-/// path read their head) replays exactly the bytes the client sent: a body sent with the head,
-/// leading empty lines, a body that follows later. A head Pingora's parser rewrote (its escaping
-/// of an illegal request line) cannot be replayed byte for byte and is refused, never guessed.
+/// path read their head) replays exactly the bytes the client sent: here leading empty lines and
+/// a body sent in the head's own write (a body sent in later writes, chunked, on a kept-alive
+/// connection: `tests/proxy.rs` `lean_path_http1_hands_bodies_to_pingora_proxy_on_the_same_connection`).
+/// A head Pingora's parser rewrote (its escaping of an illegal request line) cannot be replayed
+/// byte for byte and is refused, never guessed.
 #[test]
 fn lean_hand_over_replays_exactly_what_the_client_sent() {
     let rec = Recorder::start();
